@@ -1,0 +1,5 @@
+import sys
+
+from purerl.cli import main
+
+sys.exit(main())

@@ -1,0 +1,89 @@
+"""The `purerl` command: parse arguments, call one function, print its result."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from purerl import __version__
+
+
+def _credit(args: argparse.Namespace) -> str:
+    from purerl.explain import EXAMPLE_GROUP, credit_table, parse_rewards
+
+    if args.rewards:
+        group = {f"response {k + 1}": parse_rewards(spec) for k, spec in enumerate(args.rewards)}
+    else:
+        group = EXAMPLE_GROUP
+    return credit_table(group, temperature=args.temperature, tokens_per_step=args.tokens_per_step)
+
+
+def _steps(args: argparse.Namespace) -> str:
+    from purerl.explain import steps_report
+
+    if args.file == "-":
+        text = sys.stdin.read()
+    else:
+        try:
+            with open(args.file, encoding="utf-8") as f:
+                text = f.read()
+        except OSError as err:
+            raise ValueError(f"cannot read {args.file}: {err.strerror}") from None
+    tokenizer = None
+    if args.tokenizer:
+        from transformers import AutoTokenizer
+
+        tokenizer = AutoTokenizer.from_pretrained(args.tokenizer)
+    return steps_report(text, args.separator, regex=args.regex, tokenizer=tokenizer)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="purerl",
+        description="Process-supervised RL for reasoning LMs with PURE min-form credit assignment.",
+    )
+    parser.add_argument("--version", action="version", version=f"purerl {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    credit = sub.add_parser(
+        "credit",
+        help="show how sum / soft_min / min credit values a group of responses",
+        description="Show the process returns and advantages each credit mode gives a group of "
+        "responses to one prompt. With no --rewards, a built-in example: a correct answer, one "
+        "with a wrong step, and one that only restates (the sum-form hack).",
+    )
+    credit.add_argument(
+        "--rewards",
+        action="append",
+        metavar="R1,R2,...",
+        help="PRM step scores of one response, comma-separated; repeat for each response of the group",
+    )
+    credit.add_argument("--temperature", type=float, default=0.1, help="soft_min temperature (paper: 0.1)")
+    credit.add_argument("--tokens-per-step", type=int, default=10, help="tokens in each step of the example")
+    credit.set_defaults(run=_credit)
+
+    steps = sub.add_parser("steps", help="split a response into steps (and locate their last tokens)")
+    steps.add_argument("file", help="text file holding one response, or - for standard input")
+    steps.add_argument("--separator", default="\n\n", help="step separator (default: a blank line)")
+    steps.add_argument("--regex", action="store_true", help="treat --separator as a regular expression")
+    steps.add_argument("--tokenizer", help="a tokenizer folder or hub id; shows each step's last token")
+    steps.set_defaults(run=_steps)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 2
+    try:
+        print(args.run(args))
+    except ValueError as err:
+        print(f"purerl {args.command}: error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,110 @@
+"""`purerl credit` and `purerl steps`: show what credit assignment and segmentation do to an input.
+
+These are reading aids built on :mod:`purerl.credit` and :mod:`purerl.steps`; they compute nothing of
+their own.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+from purerl.credit import TRANSFORMS, pure_advantages, transform_step_rewards
+from purerl.steps import segment, split_steps
+
+# The built-in example: one prompt, three sampled answers, each step scored by a PRM in [-1, 1].
+EXAMPLE_GROUP: dict[str, list[float]] = {
+    "solves it": [0.9, 0.8, 0.9],
+    "one wrong step": [0.9, -0.7, 0.8],
+    "only thinking": [0.6, 0.6, 0.6, 0.6, 0.6, 0.6, 0.6, 0.6],
+}
+
+
+def parse_rewards(spec: str) -> list[float]:
+    """Parse ``"0.9,-0.2,0.8"`` into floats, naming the bad field on error."""
+    values = []
+    for k, field in enumerate(spec.split(",")):
+        try:
+            values.append(float(field))
+        except ValueError:
+            raise ValueError(f"--rewards {spec!r}: field {k + 1} ({field!r}) is not a number") from None
+    return values
+
+
+def _group_tensors(responses: Sequence[Sequence[float]], tokens_per_step: int):
+    num = len(responses)
+    width = max(1, max(len(r) for r in responses))
+    length = max(1, width * tokens_per_step)
+    step_rewards = torch.zeros(num, width, dtype=torch.float64)
+    step_mask = torch.zeros(num, width, dtype=torch.bool)
+    step_ends = torch.zeros(num, width, dtype=torch.long)
+    response_mask = torch.zeros(num, length, dtype=torch.float64)
+    for i, rewards in enumerate(responses):
+        n = len(rewards)
+        step_rewards[i, :n] = torch.tensor(rewards, dtype=torch.float64)
+        step_mask[i, :n] = True
+        step_ends[i, :n] = torch.arange(1, n + 1) * tokens_per_step - 1
+        response_mask[i, : n * tokens_per_step] = 1
+    return step_rewards, step_mask, step_ends, response_mask
+
+
+def credit_table(
+    responses: dict[str, Sequence[float]], temperature: float = 0.1, tokens_per_step: int = 10
+) -> str:
+    """A text table of how each credit mode values each response of one group.
+
+    For every mode: ``G_0``, the process return at the response's first token (its value), and
+    ``A_0``, its advantage there against the other responses of the group.
+    """
+    names = list(responses)
+    tensors = _group_tensors([responses[n] for n in names], tokens_per_step)
+    step_rewards, step_mask, step_ends, response_mask = tensors
+    group_ids = torch.zeros(len(names), dtype=torch.long)
+    lines = [
+        f"One prompt, {len(names)} responses, {tokens_per_step} tokens per step, "
+        f"soft_min temperature {temperature}.",
+        "G_0 = process return at the first token (the response's value); A_0 = its advantage.",
+        "",
+        f"{'response':<16} {'steps':>5} {'min r':>7} {'sum r':>7}"
+        + "".join(f" {m + ' G_0':>12} {m + ' A_0':>12}" for m in TRANSFORMS),
+    ]
+    results = {
+        mode: pure_advantages(
+            step_rewards, step_mask, step_ends, response_mask, group_ids, mode=mode, temperature=temperature
+        )
+        for mode in TRANSFORMS
+    }
+    for i, name in enumerate(names):
+        raw = step_rewards[i, : len(responses[name])]
+        row = f"{name:<16} {len(raw):>5} {raw.min().item() if len(raw) else 0:>7.3f} {raw.sum().item():>7.3f}"
+        for adv, ret in results.values():
+            row += f" {ret[i, 0].item():>12.3f} {adv[i, 0].item():>12.3f}"
+        lines.append(row)
+    lines += ["", "Transformed step rewards r* (PURE Eq. 5; min is its T -> 0 limit):"]
+    for mode in TRANSFORMS:
+        star = transform_step_rewards(step_rewards, step_mask, mode=mode, temperature=temperature)
+        for i, name in enumerate(names):
+            values = ", ".join(f"{v:.3f}" for v in star[i, : len(responses[name])].tolist())
+            lines.append(f"  {mode:<9} {name:<16} [{values}]")
+    return "\n".join(lines)
+
+
+def steps_report(
+    text: str, separator: str = "\n\n", regex: bool = False, tokenizer=None
+) -> str:
+    """A text listing of the steps of ``text``; with a tokenizer, also each step's last token."""
+    if tokenizer is None:
+        steps = split_steps(text, separator, regex=regex)
+        ends = [None] * len(steps)
+    else:
+        enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+        steps, ends = segment(text, enc["offset_mapping"], separator, regex=regex)
+        tokens = tokenizer.convert_ids_to_tokens(enc["input_ids"])
+    lines = [f"{len(steps)} step(s)"]
+    for k, (step, end) in enumerate(zip(steps, ends)):
+        where = f" chars [{step.start}, {step.end})"
+        if end is not None:
+            where += f", ends at token {end} {tokens[end]!r}"
+        lines.append(f"step {k + 1}:{where}\n    {step.text!r}")
+    return "\n".join(lines)

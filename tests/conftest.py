@@ -1,0 +1,42 @@
+"""Shared fixtures: tiny tokenizers trained locally and loaded through `from_pretrained`."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+from transformers import AutoTokenizer
+
+from purerl.tokenization import train_bpe_tokenizer
+
+
+def arithmetic_solution(rng: random.Random) -> str:
+    """A step-by-step solution in the style the built-in task writes: steps split by a blank line."""
+    total = rng.randint(1, 99)
+    steps = []
+    for _ in range(rng.randint(1, 5)):
+        b = rng.randint(1, 99)
+        steps.append(f"Add {b} to {total}: {total}+{b}={total + b}.")
+        total += b
+    steps.append(f"The answer is \\boxed{{{total}}}.")
+    return "\n\n".join(steps)
+
+
+def _saved_and_loaded(tmp_path_factory, name: str, **kwargs):
+    rng = random.Random(0)
+    corpus = [arithmetic_solution(rng) for _ in range(1500)]
+    folder = tmp_path_factory.mktemp(name)
+    train_bpe_tokenizer(corpus, vocab_size=400, **kwargs).save_pretrained(folder)
+    return AutoTokenizer.from_pretrained(folder)  # the same path a downloaded tokenizer takes
+
+
+@pytest.fixture(scope="session")
+def bpe_tokenizer(tmp_path_factory):
+    """GPT-2 style byte-level BPE: whitespace and text are separate tokens ("." then "\\n\\n")."""
+    return _saved_and_loaded(tmp_path_factory, "bpe")
+
+
+@pytest.fixture(scope="session")
+def merged_bpe_tokenizer(tmp_path_factory):
+    """Byte-level BPE whose merges cross whitespace: tokens like ".\\n\\nAdd" span two steps."""
+    return _saved_and_loaded(tmp_path_factory, "bpe_merged", merge_across_whitespace=True)
