@@ -31,26 +31,26 @@ from purerl.losses import (
 )
 
 __all__ = [
-    "TRANSFORMS",
     "KL_ESTIMATORS",
-    "transform_step_rewards",
-    "step_returns",
+    "TRANSFORMS",
+    "aggregate_loss",
     "broadcast_steps_to_tokens",
-    "reverse_cumsum",
-    "process_returns",
-    "leave_one_out_baseline",
-    "pure_advantages",
-    "rloo_advantages",
+    "entropy_from_logits",
     "grpo_advantages",
-    "masked_sum",
+    "kl_penalty",
+    "leave_one_out_baseline",
+    "logprobs_from_logits",
     "masked_mean",
+    "masked_sum",
     "masked_var",
     "masked_whiten",
-    "kl_penalty",
     "ppo_clip_loss",
-    "aggregate_loss",
-    "entropy_from_logits",
-    "logprobs_from_logits",
+    "process_returns",
+    "pure_advantages",
+    "reverse_cumsum",
+    "rloo_advantages",
+    "step_returns",
+    "transform_step_rewards",
 ]
 
 
@@ -84,9 +84,7 @@ def masked_mean(values: torch.Tensor, mask: torch.Tensor, dim: int | None = None
     return masked_sum(values, mask, dim) / count.clamp(min=1)
 
 
-def masked_var(
-    values: torch.Tensor, mask: torch.Tensor, dim: int | None = None, unbiased: bool = True
-) -> torch.Tensor:
+def masked_var(values: torch.Tensor, mask: torch.Tensor, dim: int | None = None, unbiased: bool = True) -> torch.Tensor:
     """Variance of ``values`` where ``mask`` is 1 (Bessel-corrected by default).
 
     Args:
@@ -105,9 +103,7 @@ def masked_var(
     return sq / denom.clamp(min=1)
 
 
-def masked_whiten(
-    values: torch.Tensor, mask: torch.Tensor, shift_mean: bool = True, eps: float = 1e-8
-) -> torch.Tensor:
+def masked_whiten(values: torch.Tensor, mask: torch.Tensor, shift_mean: bool = True, eps: float = 1e-8) -> torch.Tensor:
     """Batch whitening over the kept entries: ``(x - mean) / sqrt(var + eps)``, zero where masked.
 
     Args:
@@ -254,7 +250,7 @@ def broadcast_steps_to_tokens(
     Returns:
         (B, T).
     """
-    b, s = step_values.shape
+    b, _s = step_values.shape
     mask = step_mask.bool()
     # Padded ends go past every token so that searchsorted never lands on them before a real step.
     ends = torch.where(mask, step_ends.long(), torch.full_like(step_ends.long(), num_tokens + 1))

@@ -49,9 +49,7 @@ def _group_tensors(responses: Sequence[Sequence[float]], tokens_per_step: int):
     return step_rewards, step_mask, step_ends, response_mask
 
 
-def credit_table(
-    responses: dict[str, Sequence[float]], temperature: float = 0.1, tokens_per_step: int = 10
-) -> str:
+def credit_table(responses: dict[str, Sequence[float]], temperature: float = 0.1, tokens_per_step: int = 10) -> str:
     """A text table of how each credit mode values each response of one group.
 
     For every mode: ``G_0``, the process return at the response's first token (its value), and
@@ -62,8 +60,7 @@ def credit_table(
     step_rewards, step_mask, step_ends, response_mask = tensors
     group_ids = torch.zeros(len(names), dtype=torch.long)
     lines = [
-        f"One prompt, {len(names)} responses, {tokens_per_step} tokens per step, "
-        f"soft_min temperature {temperature}.",
+        f"One prompt, {len(names)} responses, {tokens_per_step} tokens per step, soft_min temperature {temperature}.",
         "G_0 = process return at the first token (the response's value); A_0 = its advantage.",
         "",
         f"{'response':<16} {'steps':>5} {'min r':>7} {'sum r':>7}"
@@ -90,9 +87,7 @@ def credit_table(
     return "\n".join(lines)
 
 
-def steps_report(
-    text: str, separator: str = "\n\n", regex: bool = False, tokenizer=None
-) -> str:
+def steps_report(text: str, separator: str = "\n\n", regex: bool = False, tokenizer=None) -> str:
     """A text listing of the steps of ``text``; with a tokenizer, also each step's last token."""
     if tokenizer is None:
         steps = split_steps(text, separator, regex=regex)

@@ -185,7 +185,7 @@ def random_batch(seed: int, dtype=torch.float64, with_vr=True, with_penalty=True
     for i, length in enumerate(lengths):
         response_mask[i, :length] = 1
         n_steps = 0 if length == 0 else rng.randint(1, min(s, length))
-        ends = sorted(rng.sample(range(length - 1), n_steps - 1)) + [length - 1] if n_steps else []
+        ends = [*sorted(rng.sample(range(length - 1), n_steps - 1)), length - 1] if n_steps else []
         step_mask[i, :n_steps] = True
         step_ends[i, :n_steps] = torch.tensor(ends, dtype=torch.long)
         step_rewards[i, n_steps:] = float("nan")  # padding may hold anything
@@ -279,8 +279,13 @@ def test_empty_responses_and_single_groups_are_nan_free():
     assert transform_step_rewards(empty, empty.bool()).shape == (2, 0)
     adv, _ = pure_advantages(empty, empty.bool(), empty.long(), torch.ones(2, 3), torch.tensor([0, 0]))
     assert (adv == 0).all()
-    adv, _ = pure_advantages(torch.zeros(0, 2), torch.zeros(0, 2).bool(), torch.zeros(0, 2).long(), torch.zeros(0, 4),
-                             torch.zeros(0, dtype=torch.long))
+    adv, _ = pure_advantages(
+        torch.zeros(0, 2),
+        torch.zeros(0, 2).bool(),
+        torch.zeros(0, 2).long(),
+        torch.zeros(0, 4),
+        torch.zeros(0, dtype=torch.long),
+    )
     assert adv.shape == (0, 4)
 
 
@@ -307,7 +312,7 @@ def test_min_keeps_the_first_of_tied_minima():
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16])
 def test_dtype_and_device_are_preserved(dtype):
     batch = random_batch(3, dtype=dtype)
-    step_rewards, step_mask, step_ends, response_mask, group_ids, vr, penalty = batch
+    _step_rewards, _step_mask, _step_ends, _response_mask, _group_ids, _vr, _penalty = batch
     devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
     for device in devices:
         moved = [x.to(device) if x is not None else None for x in batch]
@@ -352,8 +357,10 @@ def test_masked_statistics_match_direct_computation():
     white = masked_whiten(values, mask)
     assert_close(white[mask.bool()], (kept - kept.mean()) / torch.sqrt(kept.var() + 1e-8))
     assert (white[~mask.bool()] == 0).all()
-    assert_close(masked_whiten(values, mask, shift_mean=False)[mask.bool()],
-                 (kept - kept.mean()) / torch.sqrt(kept.var() + 1e-8) + kept.mean())
+    assert_close(
+        masked_whiten(values, mask, shift_mean=False)[mask.bool()],
+        (kept - kept.mean()) / torch.sqrt(kept.var() + 1e-8) + kept.mean(),
+    )
 
 
 def test_kl_estimators_by_hand():
