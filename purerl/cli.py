@@ -82,6 +82,8 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as err:
         print(f"purerl {args.command}: error: {err}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # `purerl credit | head`: the reader left; not an error of ours
+        sys.stderr.close()
     return 0
 
 
