@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 
 from purerl import __version__
@@ -37,6 +38,22 @@ def _steps(args: argparse.Namespace) -> str:
     return steps_report(text, args.separator, regex=args.regex, tokenizer=tokenizer)
 
 
+def _train(args: argparse.Namespace) -> str:
+    from purerl.config import load_config
+    from purerl.report import summarize_run
+    from purerl.trainer import Trainer
+
+    cfg = load_config(args.config, args.overrides)
+    Trainer(cfg, resume=args.resume).train()
+    return summarize_run(cfg.run.out_dir)
+
+
+def _compare(args: argparse.Namespace) -> str:
+    from purerl.compare import run_comparison
+
+    return run_comparison(args.config, args.overrides, seeds=args.seeds, out_dir=args.out)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="purerl",
@@ -62,6 +79,27 @@ def build_parser() -> argparse.ArgumentParser:
     credit.add_argument("--tokens-per-step", type=int, default=10, help="tokens in each step of the example")
     credit.set_defaults(run=_credit)
 
+    train = sub.add_parser(
+        "train",
+        help="train a policy with PURE (default: the built-in arithmetic task on a CPU)",
+        description="Train with PURE. With no arguments: the built-in task, its warm-started tiny "
+        "policy and learned PRM (trained once and cached), PRM+VR rewards, min-form credit.",
+    )
+    train.add_argument("config", nargs="?", help="a YAML config (see configs/); defaults when left out")
+    train.add_argument("overrides", nargs="*", help="key=value overrides, e.g. algo.mode=sum run.steps=50")
+    train.add_argument("--resume", action="store_true", help="continue from run.out_dir/checkpoint")
+    train.set_defaults(run=_train)
+
+    compare = sub.add_parser(
+        "compare",
+        help="sum-form vs min-form vs VR-only on the same budget and seeds (PURE Figure 2 in miniature)",
+    )
+    compare.add_argument("config", nargs="?", help="a YAML config every arm starts from")
+    compare.add_argument("overrides", nargs="*", help="key=value overrides for every arm")
+    compare.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="seeds (default: 0 1 2)")
+    compare.add_argument("--out", default="runs/compare", help="folder of the arms' runs, the plot and table")
+    compare.set_defaults(run=_compare)
+
     steps = sub.add_parser("steps", help="split a response into steps (and locate their last tokens)")
     steps.add_argument("file", help="text file holding one response, or - for standard input")
     steps.add_argument("--separator", default="\n\n", help="step separator (default: a blank line)")
@@ -74,6 +112,13 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    if getattr(args, "config", None) and "=" in args.config:  # `purerl train run.steps=5`: no file
+        args.overrides, args.config = [args.config, *args.overrides], None
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    import transformers
+
+    transformers.utils.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()
     if args.command is None:
         parser.print_help()
         return 2

@@ -1,0 +1,39 @@
+"""Build the policy and the PRM a config asks for (built-in models are trained once and cached)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from purerl.config import TrainConfig
+from purerl.models import load_policy, load_prm_model
+from purerl.prm import PRMS
+from purerl.prm.builtin import builtin_prm
+from purerl.tasks import arithmetic
+from purerl.warmstart import warm_start_policy
+
+
+def policy_path(cfg: TrainConfig) -> str:
+    if cfg.policy.path:
+        return cfg.policy.path
+    return str(warm_start_policy(cfg.task, cfg.policy.size, cfg.policy.sft))
+
+
+def prm_path(cfg: TrainConfig) -> str:
+    if cfg.prm.path:
+        return cfg.prm.path
+    init = Path(policy_path(cfg)) if cfg.prm.init_from_policy else None
+    return str(builtin_prm(cfg.task, cfg.prm.size, cfg.prm.train, cfg.prm.data_error_rate, init=init))
+
+
+def build_policy(cfg: TrainConfig):
+    """``(model, tokenizer)`` of the policy, in eval mode."""
+    model, tokenizer = load_policy(policy_path(cfg))
+    return model.eval(), tokenizer
+
+
+def build_prm(cfg: TrainConfig, policy_tokenizer):
+    """The PRM named by ``cfg.prm.kind``."""
+    if cfg.prm.kind == "rule":
+        return PRMS["rule"](arithmetic.rule_checker)
+    model, tokenizer = load_prm_model(prm_path(cfg))
+    return PRMS[cfg.prm.kind](model, tokenizer)

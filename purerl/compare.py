@@ -1,0 +1,113 @@
+"""`purerl compare`: the same budget and seeds under several reward / credit settings.
+
+Arms: ``sum`` and ``min`` (PRM rewards only, the paper's Figure 2), ``vr`` (verifiable rewards only,
+the reference) and ``min+vr`` (PURE's PRM+VR). Each (arm, seed) is an ordinary ``purerl train`` run in
+its own folder, launched as a subprocess (two at a time on two cores); finished runs are reused, so an
+interrupted comparison continues where it stopped.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+
+from purerl.plots import plot_comparison, read_metrics, series
+from purerl.report import run_summary
+
+ARMS = {
+    "sum": ["algo.reward=prm", "algo.mode=sum"],
+    "min": ["algo.reward=prm", "algo.mode=min"],
+    "vr": ["algo.reward=vr"],
+    "min+vr": ["algo.reward=prm+vr", "algo.mode=min"],
+}
+
+
+def _launch(config: str | None, overrides: list[str], folder: Path) -> subprocess.Popen:
+    folder.mkdir(parents=True, exist_ok=True)
+    cmd = [sys.executable, "-m", "purerl", "train", *([config] if config else []), *overrides]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    log = (folder / "train.log").open("w")
+    return subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
+
+
+def run_arms(config, overrides, arms, seeds, out: Path, jobs: int = 2) -> dict[str, list[Path]]:
+    todo, folders = [], {arm: [] for arm in arms}
+    for seed in seeds:
+        for arm in arms:
+            folder = out / f"{arm}-seed{seed}"
+            folders[arm].append(folder)
+            if not (folder / "summary.json").exists():
+                args = [*overrides, *ARMS[arm], f"run.seed={seed}", f"run.out_dir={folder}", "run.threads=1"]
+                todo.append((folder, args))
+    running: list[tuple[Path, subprocess.Popen]] = []
+    while todo or running:
+        while todo and len(running) < jobs:
+            folder, args = todo.pop(0)
+            print(f"running {folder.name}", flush=True)
+            running.append((folder, _launch(config, args, folder)))
+        folder, proc = running.pop(0)
+        if proc.wait() != 0:
+            raise RuntimeError(f"{folder.name} failed; see {folder / 'train.log'}")
+    return folders
+
+
+def first_step_reaching(rows: list[list[dict]], target: float) -> int | None:
+    """First evaluated step at which the seed-mean held-out accuracy reaches ``target``."""
+    curves = [dict(zip(*series(r, "eval/accuracy"))) for r in rows]
+    for step in sorted(set.intersection(*(set(c) for c in curves))):
+        if sum(c[step] for c in curves) / len(curves) >= target:
+            return step
+    return None
+
+
+def _ms(values) -> str:
+    values = [v for v in values if v is not None]
+    if not values:
+        return "-"
+    sd = statistics.stdev(values) if len(values) > 1 else 0.0
+    return f"{statistics.mean(values):.3f} ± {sd:.3f}"
+
+
+def comparison_table(runs: dict[str, list[list[dict]]]) -> str:
+    head = (
+        f"{'arm':<8} {'acc start':>15} {'acc end':>15} {'acc best':>15} {'steps/resp first10':>19} "
+        f"{'steps/resp last10':>18} {'length last10':>15} {'truncated last10':>17}  flags"
+    )
+    lines = [head]
+    for arm, seeds in runs.items():
+        s = [run_summary(r) for r in seeds]
+        flags = sorted({f for x in s for f in x["hacking_flags"]})
+        lines.append(
+            f"{arm:<8} {_ms([x['eval_accuracy_start'] for x in s]):>15} {_ms([x['eval_accuracy_end'] for x in s]):>15} "
+            f"{_ms([x['eval_accuracy_best'] for x in s]):>15} {_ms([x['steps_per_response_first10'] for x in s]):>19} "
+            f"{_ms([x['steps_per_response_last10'] for x in s]):>18} {_ms([x['length_last10'] for x in s]):>15} "
+            f"{_ms([x['truncated_last10'] for x in s]):>17}  {','.join(flags) or '-'}"
+        )
+    if "vr" in runs and "min+vr" in runs:
+        target = statistics.mean(run_summary(r)["eval_accuracy_end"] for r in runs["vr"])
+        vr_steps = first_step_reaching(runs["vr"], target)
+        both = first_step_reaching(runs["min+vr"], target)
+        lines.append(
+            f"\nVR-only final held-out accuracy {target:.3f} (seed mean): first reached at step {vr_steps} by VR-only, "
+            f"at step {both if both is not None else 'never'} by min+vr"
+            + (f" ({both / vr_steps:.0%} of VR-only's steps)" if both and vr_steps else "")
+        )
+    return "\n".join(lines)
+
+
+def run_comparison(config, overrides, seeds, out_dir, arms=None) -> str:
+    out = Path(out_dir)
+    arms = arms or list(ARMS)
+    folders = run_arms(config, list(overrides), arms, seeds, out)
+    runs = {arm: [read_metrics(f / "metrics.jsonl") for f in fs] for arm, fs in folders.items()}
+    plot = plot_comparison(runs, out / "comparison.png")
+    table = comparison_table(runs)
+    (out / "comparison.txt").write_text(table + "\n")
+    (out / "comparison.json").write_text(
+        json.dumps({a: [run_summary(r) for r in rs] for a, rs in runs.items()}, indent=2)
+    )
+    return f"{table}\n\nwritten: {plot}, {out / 'comparison.txt'}"

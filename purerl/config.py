@@ -1,0 +1,266 @@
+"""Configuration: one dataclass per subsystem, YAML files of values, ``key=value`` overrides.
+
+Every field has a default and a one-line docstring under it; YAML files under ``configs/`` hold
+values only. ``purerl train configs/x.yaml algo.mode=sum run.steps=50`` loads the file, then applies
+the overrides (values parsed as YAML scalars), then checks every value.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from purerl.models import TinyModelConfig
+from purerl.prm.train import PRMTrainConfig
+from purerl.tasks.arithmetic import ArithmeticConfig
+from purerl.warmstart import SFTConfig
+
+
+@dataclass
+class PolicyConfig:
+    """The policy being trained."""
+
+    path: str | None = None
+    """A local folder or hub id of a causal LM; None: the built-in task's warm-started tiny Llama."""
+    size: TinyModelConfig = field(default_factory=TinyModelConfig)
+    """Size of the built-in policy (ignored with ``path``)."""
+    sft: SFTConfig = field(default_factory=SFTConfig)
+    """Warm start of the built-in policy (ignored with ``path``)."""
+
+
+@dataclass
+class PRMConfig:
+    """The process reward model."""
+
+    kind: str = "token_classification"
+    """Adapter: ``token_classification`` (a learned PRM) or ``rule`` (the task's exact step checker)."""
+    path: str | None = None
+    """Folder of a token-classification PRM; None: the built-in task's PRM (trained once, cached)."""
+    init_from_policy: bool = True
+    """Start the built-in PRM from the warm-started policy's weights (as real PRMs start from an LM)."""
+    size: TinyModelConfig = field(default_factory=lambda: TinyModelConfig(num_layers=2))
+    """Size of the built-in PRM when it starts from random weights."""
+    train: PRMTrainConfig = field(default_factory=PRMTrainConfig)
+    """Two-stage training of the built-in PRM."""
+    data_error_rate: float = 0.3
+    """Share of wrong operation steps in the built-in PRM's training solutions."""
+
+
+@dataclass
+class RolloutConfig:
+    """Sampling responses."""
+
+    prompts_per_step: int = 16
+    """Prompts per RL step."""
+    k: int = 8
+    """Responses sampled per prompt (the group size K)."""
+    max_new_tokens: int = 64
+    """Length cap of a response (N in the baseline's normalisation)."""
+    temperature: float = 1.0
+    """Sampling temperature."""
+
+
+@dataclass
+class AlgoConfig:
+    """Rewards, credit assignment and the PPO update."""
+
+    reward: str = "prm+vr"
+    """``prm`` (process rewards only), ``vr`` (verifiable rewards only) or ``prm+vr``."""
+    mode: str = "min"
+    """Credit mode for process rewards: ``min``, ``soft_min`` or ``sum`` (PURE Eq. 3-5)."""
+    temperature: float = 0.1
+    """soft_min temperature."""
+    vr_fraction: float = 0.1
+    """Share of training prompts that carry ground truth for VR (the paper's PRM+VR: 10%)."""
+    vr_coef: float = 1.0
+    """Weight of the verifiable advantage."""
+    lr: float = 5e-4
+    """AdamW learning rate of the policy (constant after a 5-step warm-up)."""
+    clip_ratio: float = 0.2
+    """PPO clip epsilon."""
+    ppo_epochs: int = 1
+    """Passes over each batch."""
+    minibatches: int = 2
+    """Minibatches per pass."""
+    grad_clip: float = 1.0
+    """Max gradient norm."""
+    kl_coef: float = 1e-3
+    """Coefficient of the KL-to-reference term (0 disables the reference model)."""
+    kl_estimator: str = "k3"
+    """KL estimator: ``k1``, ``k2`` or ``k3`` (low_var_kl)."""
+    kl_in_reward: bool = False
+    """Put ``-kl_coef * kl`` into the token rewards instead of the loss."""
+
+
+@dataclass
+class RunConfig:
+    """Length, evaluation, logging and checkpoints of a run."""
+
+    steps: int = 120
+    """RL steps."""
+    seed: int = 0
+    """Seed of sampling and data order."""
+    out_dir: str = "runs/default"
+    """Where logs, plots, samples and checkpoints go."""
+    eval_every: int = 10
+    """Held-out greedy accuracy every this many steps (and at the start and the end)."""
+    eval_size: int = 200
+    """Held-out problems per evaluation."""
+    checkpoint_every: int = 20
+    """Checkpoint every this many steps (and at the end, and on a crash)."""
+    samples_every: int = 10
+    """Log sampled completions every this many steps."""
+    threads: int = 0
+    """torch CPU threads (0: torch's default)."""
+    wandb: bool = False
+    """Also log to Weights & Biases (needs ``pip install wandb``)."""
+    tensorboard: bool = True
+    """Also write TensorBoard event files (when tensorboard is installed)."""
+
+
+@dataclass
+class TrainConfig:
+    """Everything ``purerl train`` needs."""
+
+    task: ArithmeticConfig = field(default_factory=ArithmeticConfig)
+    """The built-in arithmetic task."""
+    policy: PolicyConfig = field(default_factory=PolicyConfig)
+    """The policy."""
+    prm: PRMConfig = field(default_factory=PRMConfig)
+    """The process reward model."""
+    rollout: RolloutConfig = field(default_factory=RolloutConfig)
+    """Sampling."""
+    algo: AlgoConfig = field(default_factory=AlgoConfig)
+    """Rewards, credit and the update."""
+    run: RunConfig = field(default_factory=RunConfig)
+    """Run length, logging, checkpoints."""
+
+
+CHOICES = {
+    "algo.reward": ("prm", "vr", "prm+vr"),
+    "algo.mode": ("min", "soft_min", "sum"),
+    "algo.kl_estimator": ("k1", "k2", "k3", "low_var_kl"),
+    "prm.kind": ("token_classification", "rule"),
+}
+
+
+class ConfigError(ValueError):
+    """A config file or override that does not fit the dataclasses."""
+
+
+def _coerce(value: Any, hint: Any, where: str) -> Any:
+    origin = typing.get_origin(hint)
+    if dataclasses.is_dataclass(hint):
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: expected a mapping, got {value!r}")
+        return _build(hint, value, where)
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(hint)
+        if value is None and type(None) in args:
+            return None
+        hint = next(a for a in args if a is not type(None))
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{where}: expected true or false, got {value!r}")
+        return value
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{where}: expected an integer, got {value!r}")
+        return value
+    if hint is float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ConfigError(f"{where}: expected a number, got {value!r}")
+        return float(value)
+    if hint is str:
+        if not isinstance(value, str | int | float) or isinstance(value, bool):
+            raise ConfigError(f"{where}: expected a string, got {value!r}")
+        return str(value)
+    return value
+
+
+def _build(cls, values: dict, where: str):
+    hints = typing.get_type_hints(cls)
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise ConfigError(f"{where or 'config'}: unknown key(s) {unknown}; known: {sorted(known)}")
+    defaults = cls()
+    kwargs = {}
+    for name in known:
+        key = f"{where}.{name}" if where else name
+        if name in values:
+            kwargs[name] = _coerce(values[name], hints[name], key)
+        else:
+            kwargs[name] = getattr(defaults, name)
+    return cls(**kwargs)
+
+
+def _set_dotted(tree: dict, dotted: str, value: Any) -> None:
+    parts = dotted.split(".")
+    node = tree
+    for part in parts[:-1]:
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"override {dotted}: {part} is not a section")
+    node[parts[-1]] = value
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> TrainConfig:
+    """Load a YAML file (or the defaults), apply ``key=value`` overrides, validate."""
+    tree: dict = {}
+    if path is not None:
+        try:
+            text = Path(path).read_text(encoding="utf-8")
+        except OSError as err:
+            raise ConfigError(f"cannot read config {path}: {err.strerror}") from None
+        try:
+            tree = yaml.safe_load(text) or {}
+        except yaml.YAMLError as err:
+            raise ConfigError(f"{path}: not valid YAML: {err}") from None
+        if not isinstance(tree, dict):
+            raise ConfigError(f"{path}: the top level must be a mapping of sections")
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"override {item!r} is not key=value (e.g. algo.mode=sum)")
+        key, raw = item.split("=", 1)
+        _set_dotted(tree, key.strip(), yaml.safe_load(raw) if raw.strip() else "")
+    cfg = _build(TrainConfig, tree, "")
+    validate(cfg)
+    return cfg
+
+
+def validate(cfg: TrainConfig) -> None:
+    for key, allowed in CHOICES.items():
+        section, name = key.split(".")
+        value = getattr(getattr(cfg, section), name)
+        if value not in allowed:
+            raise ConfigError(f"{key}={value!r}: choose one of {list(allowed)}")
+    positive = {
+        "rollout.k": cfg.rollout.k,
+        "rollout.prompts_per_step": cfg.rollout.prompts_per_step,
+        "rollout.max_new_tokens": cfg.rollout.max_new_tokens,
+        "run.eval_size": cfg.run.eval_size,
+        "algo.minibatches": cfg.algo.minibatches,
+        "algo.ppo_epochs": cfg.algo.ppo_epochs,
+    }
+    for key, value in positive.items():
+        if value <= 0:
+            raise ConfigError(f"{key} must be positive, got {value}")
+    if not 0.0 <= cfg.algo.vr_fraction <= 1.0:
+        raise ConfigError(f"algo.vr_fraction must lie in [0, 1], got {cfg.algo.vr_fraction}")
+    if (cfg.rollout.prompts_per_step * cfg.rollout.k) % cfg.algo.minibatches:
+        raise ConfigError("rollout.prompts_per_step * rollout.k must be divisible by algo.minibatches")
+
+
+def to_dict(cfg: TrainConfig) -> dict:
+    return dataclasses.asdict(cfg)
+
+
+def save_config(cfg: TrainConfig, path: str | Path) -> None:
+    Path(path).write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False), encoding="utf-8")

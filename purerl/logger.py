@@ -1,0 +1,103 @@
+"""Run logs: metrics as JSONL (one row a step), sampled completions, TensorBoard, W&B, a progress bar."""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from pathlib import Path
+
+from tqdm import tqdm
+
+log = logging.getLogger(__name__)
+
+BAR_KEYS = {"reward/accuracy": "acc", "eval/accuracy": "eval", "response/steps": "steps",
+            "response/length": "len", "actor/kl": "kl"}  # fmt: skip
+
+
+def _clean(value):
+    return None if isinstance(value, float) and math.isnan(value) else value
+
+
+class RunLogger:
+    """Writes ``metrics.jsonl`` and ``samples.jsonl`` under the run folder (and TB / W&B if asked).
+
+    On resume, rows after ``start_step`` (written after the checkpoint) are dropped, so the log
+    continues exactly where the checkpoint stands.
+    """
+
+    def __init__(self, out: Path, cfg, start_step: int = 0):
+        self.out = Path(out)
+        self.metrics_path = self.out / "metrics.jsonl"
+        self.samples_path = self.out / "samples.jsonl"
+        for path in (self.metrics_path, self.samples_path):
+            self._truncate(path, start_step)
+        self.bar = None
+        self.tb = None
+        if cfg.run.tensorboard:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+
+                self.tb = SummaryWriter(str(self.out / "tensorboard"))
+            except ImportError:
+                log.warning("tensorboard is not installed: no TensorBoard logs (pip install tensorboard)")
+        self.wandb = None
+        if cfg.run.wandb:
+            try:
+                import wandb
+            except ImportError:
+                raise ValueError("run.wandb=true needs wandb: pip install 'purerl[wandb]'") from None
+            from purerl.config import to_dict
+
+            self.wandb = wandb.init(project="purerl", dir=str(self.out), config=to_dict(cfg))
+
+    @staticmethod
+    def _truncate(path: Path, start_step: int) -> None:
+        if not path.exists():
+            return
+        rows = [line for line in path.read_text().splitlines() if line.strip()]
+        kept = [r for r in rows if json.loads(r)["step"] <= start_step] if start_step else []
+        path.write_text("".join(r + "\n" for r in kept))
+
+    def progress(self, steps):
+        self.bar = tqdm(steps, desc="purerl train", initial=steps.start, total=steps.stop, dynamic_ncols=True)
+        return self.bar
+
+    def _write(self, step: int, metrics: dict) -> dict:
+        row = {"step": step, **{k: _clean(v) for k, v in metrics.items()}}
+        with self.metrics_path.open("a") as f:
+            f.write(json.dumps(row) + "\n")
+        if self.tb is not None:
+            for key, value in metrics.items():
+                if isinstance(value, int | float) and not math.isnan(value):
+                    self.tb.add_scalar(key, value, step)
+        if self.wandb is not None:
+            self.wandb.log(metrics, step=step)
+        return row
+
+    def log_step(self, step: int, metrics: dict) -> dict:
+        row = self._write(step, metrics)
+        if self.bar is not None:
+            self.bar.set_postfix({short: f"{metrics[k]:.3g}" for k, short in BAR_KEYS.items() if k in metrics})
+        return row
+
+    def log_eval(self, step: int, metrics: dict) -> dict:
+        return self._write(step, metrics)
+
+    def log_samples(self, step: int, batch, step_rewards, count: int = 4) -> None:
+        with self.samples_path.open("a") as f:
+            for i in range(min(count, len(batch.texts))):
+                n = len(batch.steps.steps[i])
+                f.write(json.dumps({
+                    "step": step, "prompt": batch.prompts[i], "response": batch.texts[i],
+                    "steps": batch.steps.steps[i], "step_rewards": step_rewards[i, :n].tolist(),
+                    "correct": batch.correct[i],
+                }) + "\n")  # fmt: skip
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+        if self.tb is not None:
+            self.tb.close()
+        if self.wandb is not None:
+            self.wandb.finish()

@@ -1,0 +1,107 @@
+"""Model construction and loading: tiny transformers models for the built-in task, and the cache.
+
+Everything saves with ``save_pretrained`` and loads with ``from_pretrained``, the same code path a
+user's hub model or local folder takes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import random
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from transformers import (
+    AutoModelForCausalLM,
+    AutoModelForTokenClassification,
+    AutoTokenizer,
+    LlamaConfig,
+    LlamaForCausalLM,
+    LlamaForTokenClassification,
+    PreTrainedTokenizerBase,
+)
+
+from purerl.tasks import arithmetic
+from purerl.tokenization import train_bpe_tokenizer
+
+
+@dataclass(frozen=True)
+class TinyModelConfig:
+    """Size of a tiny Llama built from scratch (random init)."""
+
+    hidden_size: int = 64
+    """Width of the residual stream."""
+    num_layers: int = 4
+    """Transformer blocks."""
+    num_heads: int = 4
+    """Attention heads."""
+    intermediate_size: int = 256
+    """MLP width."""
+    max_positions: int = 256
+    """Longest sequence (prompt + response)."""
+
+
+def cache_root() -> Path:
+    """Where built-in models are cached: ``$PURERL_CACHE`` or ``~/.cache/purerl``."""
+    return Path(os.environ.get("PURERL_CACHE", Path.home() / ".cache" / "purerl"))
+
+
+def cache_key(*parts: object) -> str:
+    """A short stable hash of dataclasses / JSON-able values: the name of a cache entry."""
+    blob = json.dumps([asdict(p) if hasattr(p, "__dataclass_fields__") else p for p in parts], sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+
+def task_tokenizer(task: arithmetic.ArithmeticConfig, vocab_size: int = 320) -> PreTrainedTokenizerBase:
+    """A byte-level BPE tokenizer trained on the built-in task's text."""
+    rng = random.Random(0)
+    corpus = []
+    for _ in range(3000):
+        p = arithmetic.random_problem(rng, task)
+        steps, _ = arithmetic.sample_solution(p, rng, task)
+        corpus.append(p.prompt + arithmetic.SEPARATOR.join(steps))
+    corpus += list(arithmetic.FILLERS)
+    return train_bpe_tokenizer(corpus, vocab_size=vocab_size)
+
+
+def _llama_config(tokenizer: PreTrainedTokenizerBase, size: TinyModelConfig, **extra) -> LlamaConfig:
+    return LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=size.hidden_size,
+        intermediate_size=size.intermediate_size,
+        num_hidden_layers=size.num_layers,
+        num_attention_heads=size.num_heads,
+        num_key_value_heads=size.num_heads,
+        max_position_embeddings=size.max_positions,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        tie_word_embeddings=True,
+        **extra,
+    )
+
+
+def new_policy(tokenizer: PreTrainedTokenizerBase, size: TinyModelConfig, seed: int) -> LlamaForCausalLM:
+    import torch
+
+    torch.manual_seed(seed)
+    return LlamaForCausalLM(_llama_config(tokenizer, size))
+
+
+def new_prm(tokenizer: PreTrainedTokenizerBase, size: TinyModelConfig, seed: int) -> LlamaForTokenClassification:
+    import torch
+
+    torch.manual_seed(seed)
+    return LlamaForTokenClassification(_llama_config(tokenizer, size, num_labels=2))
+
+
+def load_policy(path: str | Path, **kwargs):
+    """``(model, tokenizer)`` of a causal LM from a local folder or hub id."""
+    return AutoModelForCausalLM.from_pretrained(path, **kwargs), AutoTokenizer.from_pretrained(path)
+
+
+def load_prm_model(path: str | Path, **kwargs):
+    """``(model, tokenizer)`` of a token-classification PRM from a local folder or hub id."""
+    return AutoModelForTokenClassification.from_pretrained(path, **kwargs), AutoTokenizer.from_pretrained(path)

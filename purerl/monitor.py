@@ -1,0 +1,127 @@
+"""Per-step metrics of sampled responses, and detectors of the reward-hacking patterns PURE reports.
+
+Patterns (DESIGN section 2): (1) only thinking, never solving: steps or length per response rise to
+the cap (sum-form); (2) one giant step; (3) zero steps: empty or near-empty answers a PRM scores well;
+and long repetitive answers. Each detector compares the current step with the run's first steps.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+from purerl.credit import masked_mean
+
+
+def repetition_score(steps: Sequence[str]) -> float:
+    """Share of a response's steps that repeat an earlier step of the same response (0 = none)."""
+    if not steps:
+        return 0.0
+    seen, repeats = set(), 0
+    for s in steps:
+        key = " ".join(s.split())
+        repeats += key in seen
+        seen.add(key)
+    return repeats / len(steps)
+
+
+def _mean(values: Sequence[float]) -> float:
+    return float(sum(values) / len(values)) if values else float("nan")
+
+
+def response_metrics(
+    *,
+    correct: Sequence[bool | None],
+    group_ids: Sequence[int],
+    steps: Sequence[Sequence[str]],
+    step_scores: Sequence[Sequence[float]] | None,
+    transformed: torch.Tensor | None,
+    response_mask: torch.Tensor,
+    truncated: torch.Tensor,
+) -> dict[str, float]:
+    """The paper's monitoring set for one batch of responses.
+
+    Args:
+        correct: per response, whether its final answer is right (None: no answer found); graded
+            against every prompt's answer, including prompts that carry no VR (monitoring only).
+        group_ids: (B,) prompt of each response.
+        steps: the step texts of each response.
+        step_scores: raw PRM scores per step (None for VR-only runs).
+        transformed: (B, S) transformed step rewards (None for VR-only runs).
+        response_mask: (B, T).
+        truncated: (B,) bool.
+    """
+    lengths = response_mask.sum(-1).float().tolist()
+    ok = [c is True for c in correct]
+    groups: dict[int, list[bool]] = {}
+    for g, c in zip(group_ids, ok):
+        groups.setdefault(int(g), []).append(c)
+    n_steps = [len(s) for s in steps]
+    metrics = {
+        "reward/accuracy": _mean([float(c) for c in ok]),
+        "reward/pass_at_k": _mean([float(any(v)) for v in groups.values()]),
+        "reward/no_answer": _mean([float(c is None) for c in correct]),
+        "response/steps": _mean(n_steps),
+        "response/steps_max": float(max(n_steps) if n_steps else 0),
+        "response/length": _mean(lengths),
+        "response/length_correct": _mean([n for n, c in zip(lengths, ok) if c]),
+        "response/length_incorrect": _mean([n for n, c in zip(lengths, ok) if not c]),
+        "response/truncated": truncated.float().mean().item(),
+        "response/zero_steps": _mean([float(n == 0) for n in n_steps]),
+        "response/one_step": _mean([float(n == 1) for n in n_steps]),
+        "response/repetition": _mean([repetition_score(s) for s in steps]),
+    }
+    if step_scores is not None and transformed is not None:
+        scored = [row for row in step_scores if row]
+        metrics["prm/min_raw"] = _mean([min(row) for row in scored])
+        metrics["prm/sum_raw"] = _mean([sum(row) for row in scored])
+        metrics["prm/sum_transformed"] = transformed.sum(-1).mean().item()
+        metrics["prm/step_mean"] = _mean([x for row in scored for x in row])
+    return metrics
+
+
+def tensor_stats(name: str, values: torch.Tensor, mask: torch.Tensor) -> dict[str, float]:
+    """Mean / max / min of ``values`` over ``mask`` as ``name/mean`` etc."""
+    kept = values[mask.bool()]
+    if kept.numel() == 0:
+        return {f"{name}/mean": 0.0, f"{name}/max": 0.0, f"{name}/min": 0.0}
+    return {
+        f"{name}/mean": masked_mean(values, mask).item(),
+        f"{name}/max": kept.max().item(),
+        f"{name}/min": kept.min().item(),
+    }
+
+
+class HackingMonitor:
+    """Raises named flags when a batch shows a reward-hacking signature against the run's start.
+
+    Flags: ``length_to_cap`` (over half the responses hit the length cap), ``step_inflation`` (steps
+    per response over twice the starting value), ``zero_steps`` (over 20% empty or zero-step answers),
+    ``one_giant_step`` (over half single-step answers where the start had under 10%),
+    ``repetition`` (over 30% repeated steps).
+    """
+
+    def __init__(self, warmup: int = 3):
+        self.warmup = warmup
+        self.start: dict[str, float] = {}
+        self.seen = 0
+
+    def update(self, metrics: dict[str, float]) -> list[str]:
+        keys = ("response/steps", "response/one_step")
+        if self.seen < self.warmup:
+            for k in keys:
+                self.start[k] = self.start.get(k, 0.0) + metrics[k] / self.warmup
+        self.seen += 1
+        flags = []
+        if metrics["response/truncated"] > 0.5:
+            flags.append("length_to_cap")
+        if self.seen > self.warmup and metrics["response/steps"] > 2 * self.start["response/steps"]:
+            flags.append("step_inflation")
+        if metrics["response/zero_steps"] > 0.2:
+            flags.append("zero_steps")
+        if self.seen > self.warmup and metrics["response/one_step"] > 0.5 > 5 * self.start["response/one_step"]:
+            flags.append("one_giant_step")
+        if metrics["response/repetition"] > 0.3:
+            flags.append("repetition")
+        return flags

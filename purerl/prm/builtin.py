@@ -1,0 +1,72 @@
+"""The built-in task's learned PRM: a tiny token-classification Llama, trained once and cached.
+
+Like real PRMs (PURE-PRM-7B starts from Qwen2.5-Math-7B), it starts from the warm-started policy's
+weights with a new 2-label head, and is trained in PURE's two stages on solutions of the policy's kind
+(mistakes and filler steps, labelled exactly by the task); so, like real PRMs, it is only as good as
+what it saw. A PRM trained from random weights (``init=None``) needs thousands of steps before it
+judges arithmetic at all.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+from purerl.models import TinyModelConfig, cache_key, cache_root, load_prm_model, new_prm, task_tokenizer
+from purerl.prm.token_classification import TokenClassificationPRM
+from purerl.prm.train import PRMTrainConfig, step_accuracy, train_prm
+from purerl.tasks import arithmetic
+
+log = logging.getLogger(__name__)
+
+
+def prm_examples(task: arithmetic.ArithmeticConfig, error_rate: float):
+    """A sampler of labelled solutions (prompt, steps, labels, first bad characters)."""
+    data_task = arithmetic.ArithmeticConfig(**{**asdict(task), "error_rate": error_rate})
+
+    def sample(rng: random.Random):
+        p = arithmetic.random_problem(rng, data_task)
+        steps, labels = arithmetic.sample_solution(p, rng, data_task)
+        return p.prompt, steps, labels, arithmetic.first_bad_chars(p, steps)
+
+    return sample
+
+
+def builtin_prm(
+    task: arithmetic.ArithmeticConfig,
+    size: TinyModelConfig,
+    cfg: PRMTrainConfig,
+    error_rate: float,
+    init: Path | None = None,
+    refresh: bool = False,
+) -> Path:
+    """Folder of the built-in PRM (model + tokenizer), trained once per config and cached.
+
+    ``init``: a causal LM folder whose backbone the PRM starts from (``size`` is then ignored).
+    """
+    folder = cache_root() / f"prm-{cache_key(task, size, cfg, error_rate, init.name if init else None)}"
+    if (folder / "config.json").exists() and not refresh:
+        return folder
+    start = time.time()
+    if init is not None:
+        model, tokenizer = load_prm_model(init, num_labels=2)
+    else:
+        tokenizer = task_tokenizer(task)
+        model = new_prm(tokenizer, size, cfg.seed)
+    sample = prm_examples(task, error_rate)
+    log.info("training the built-in PRM: %d + %d steps (cached in %s)", cfg.head_steps, cfg.full_steps, folder)
+    losses = train_prm(model, tokenizer, sample, cfg)
+    rng = random.Random(10_000 + cfg.seed)
+    quality = step_accuracy(TokenClassificationPRM(model, tokenizer), [sample(rng) for _ in range(500)])
+    tmp = folder.with_name(folder.name + ".tmp")
+    model.save_pretrained(tmp)
+    tokenizer.save_pretrained(tmp)
+    meta = {"seconds": time.time() - start, "final_loss": sum(losses[-20:]) / min(20, len(losses)), **quality}
+    (tmp / "purerl_prm.json").write_text(json.dumps(meta, indent=2))
+    if not folder.exists():
+        tmp.replace(folder)
+    return folder

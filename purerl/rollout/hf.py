@@ -1,0 +1,62 @@
+"""The transformers ``generate`` backend: batched sampling with a KV cache."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+from purerl.rollout import Rollout
+
+
+@torch.no_grad()
+def generate(
+    model,
+    tokenizer,
+    prompts: Sequence[str],
+    *,
+    max_new_tokens: int,
+    temperature: float = 1.0,
+    greedy: bool = False,
+) -> Rollout:
+    """Sample one response per prompt (repeat prompts for K samples each)."""
+    tokenizer.padding_side = "left"
+    enc = tokenizer(list(prompts), return_tensors="pt", padding=True, add_special_tokens=False)
+    device = next(model.parameters()).device
+    prompt_ids, prompt_mask = enc["input_ids"].to(device), enc["attention_mask"].to(device)
+    out = model.generate(
+        input_ids=prompt_ids,
+        attention_mask=prompt_mask,
+        max_new_tokens=max_new_tokens,
+        do_sample=not greedy,
+        temperature=temperature if not greedy else None,
+        top_p=None,
+        top_k=None,
+        pad_token_id=tokenizer.pad_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+    )
+    prompt_len = prompt_ids.shape[1]
+    response = out[:, prompt_len:]
+    is_eos = response == tokenizer.eos_token_id
+    # keep tokens up to and including the first EOS
+    after_eos = (is_eos.long().cumsum(-1) - is_eos.long()) > 0
+    response_mask = (~after_eos).long()
+    truncated = ~is_eos.any(-1)
+    response = torch.where(response_mask.bool(), response, torch.full_like(response, tokenizer.pad_token_id))
+    input_ids = torch.cat([prompt_ids, response], dim=1)
+    attention_mask = torch.cat([prompt_mask, response_mask], dim=1)
+    return Rollout(input_ids, attention_mask, response_mask, prompt_len, truncated)
+
+
+def sequence_logprobs(model, rollout: Rollout, with_entropy: bool = False):
+    """Log-probs (B, T) of the response tokens under ``model`` (and the entropy (B, T) if asked)."""
+    from purerl.losses import entropy_from_logits, logprobs_from_logits
+
+    position_ids = (rollout.attention_mask.cumsum(-1) - 1).clamp(min=0)
+    logits = model(input_ids=rollout.input_ids, attention_mask=rollout.attention_mask, position_ids=position_ids).logits
+    logits = logits[:, rollout.prompt_len - 1 : -1].float()
+    logprobs = logprobs_from_logits(logits, rollout.response_ids)
+    if with_entropy:
+        with torch.no_grad():
+            return logprobs, entropy_from_logits(logits)
+    return logprobs

@@ -1,0 +1,245 @@
+"""The built-in task: chains of single-digit operations modulo 10, solved one operation per step.
+
+A problem is a start digit and a list of operations, e.g. ``Q: 7 +5 *3 -4 (mod 10)``. Its solution
+writes one operation per step (``7+5=2``), steps separated by a blank line, and ends with
+``The answer is \\boxed{2}.`` Sampled training solutions contain what real chains of thought contain:
+
+- mistakes: a step whose result is wrong; later steps carry on from the wrong value;
+- correct but useless steps ("filler": restating, planning, checking), which PRM800K-style labels call
+  correct as long as nothing before them is wrong. These are what a sum-form policy learns to spam.
+
+Step labels are exact: a step is correct when it and every step before it are correct (a prefix of a
+correct solution); the answer step is correct when its boxed value is the true answer.
+Difficulty knobs: the number of operations, the modulus (operand size) and the mix of operations.
+Deterministic by seed; train and held-out problems are disjoint by construction (a hash of the
+problem's text picks its split).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+import re
+from dataclasses import dataclass
+
+FILLERS = (
+    "Let me check the last step.",
+    "Now the next operation.",
+    "So far so good.",
+    "We keep working mod 10.",
+    "Let me restate the problem.",
+    "I will go step by step.",
+)
+SEPARATOR = "\n\n"
+_OP_STEP = re.compile(r"^\s*(\d+)\s*([+\-*])\s*(\d+)\s*=\s*(\d+)\s*$")
+_BOXED = re.compile(r"\\boxed\{([^{}]*)\}")
+
+
+@dataclass(frozen=True)
+class ArithmeticConfig:
+    """Difficulty and sampling knobs of the built-in task."""
+
+    min_ops: int = 2
+    """Fewest operations in a problem."""
+    max_ops: int = 4
+    """Most operations in a problem."""
+    modulus: int = 10
+    """Results are taken modulo this; operands are drawn from 1..modulus-1."""
+    ops: str = "+-*"
+    """The operations to mix."""
+    heldout_percent: int = 10
+    """Share of all problems (by hash) reserved for held-out evaluation."""
+    error_rate: float = 0.2
+    """Chance that a sampled solution's operation step has a wrong result (warm-start and PRM data)."""
+    filler_rate: float = 0.15
+    """Chance of a correct-but-useless step after each step of a sampled solution."""
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One problem: ``start (op operand)...`` modulo ``modulus``."""
+
+    start: int
+    ops: tuple[tuple[str, int], ...]
+    modulus: int = 10
+
+    @property
+    def prompt(self) -> str:
+        ops = " ".join(f"{op}{x}" for op, x in self.ops)
+        return f"Q: {self.start} {ops} (mod {self.modulus})\nA:\n"
+
+    @property
+    def values(self) -> list[int]:
+        """The running value after each operation (the last one is the answer)."""
+        out, v = [], self.start
+        for op, x in self.ops:
+            v = apply(op, v, x, self.modulus)
+            out.append(v)
+        return out
+
+    @property
+    def answer(self) -> str:
+        return str(self.values[-1])
+
+
+def apply(op: str, a: int, b: int, modulus: int) -> int:
+    if op == "+":
+        return (a + b) % modulus
+    if op == "-":
+        return (a - b) % modulus
+    if op == "*":
+        return (a * b) % modulus
+    raise ValueError(f"unknown operation {op!r}")
+
+
+def split_of(problem: Problem, cfg: ArithmeticConfig) -> str:
+    digest = hashlib.sha256(problem.prompt.encode()).digest()
+    return "heldout" if int.from_bytes(digest[:4], "big") % 100 < cfg.heldout_percent else "train"
+
+
+def random_problem(rng: random.Random, cfg: ArithmeticConfig) -> Problem:
+    n = rng.randint(cfg.min_ops, cfg.max_ops)
+    ops = tuple((rng.choice(cfg.ops), rng.randint(1, cfg.modulus - 1)) for _ in range(n))
+    return Problem(rng.randint(0, cfg.modulus - 1), ops, cfg.modulus)
+
+
+def generate_problems(cfg: ArithmeticConfig, n: int, split: str, seed: int) -> list[Problem]:
+    """``n`` problems of ``split`` ("train" or "heldout"), deterministic in ``seed``."""
+    if split not in ("train", "heldout"):
+        raise ValueError(f"split must be 'train' or 'heldout', got {split!r}")
+    rng = random.Random(f"{split}-{seed}")
+    out = []
+    for _ in range(n * 1000):
+        p = random_problem(rng, cfg)
+        if split_of(p, cfg) == split:
+            out.append(p)
+            if len(out) == n:
+                return out
+    raise ValueError(f"could not draw {n} {split} problems; widen the task's knobs")
+
+
+def sample_solution(problem: Problem, rng: random.Random, cfg: ArithmeticConfig) -> tuple[list[str], list[bool]]:
+    """A solution with realistic mistakes and filler steps, and the exact label of each step."""
+    steps: list[str] = []
+    labels: list[bool] = []
+    ok, v = True, problem.start
+    for op, x in problem.ops:
+        result = apply(op, v, x, problem.modulus)
+        if rng.random() < cfg.error_rate:
+            result = rng.choice([r for r in range(problem.modulus) if r != result])
+            ok = False
+        steps.append(f"{v}{op}{x}={result}")
+        labels.append(ok)
+        v = result
+        if rng.random() < cfg.filler_rate:
+            steps.append(rng.choice(FILLERS))
+            labels.append(ok)
+    steps.append(f"The answer is \\boxed{{{v}}}.")
+    labels.append(ok and str(v) == problem.answer)
+    return steps, labels
+
+
+def reference_solution(problem: Problem) -> str:
+    steps, v = [], problem.start
+    for op, x in problem.ops:
+        r = apply(op, v, x, problem.modulus)
+        steps.append(f"{v}{op}{x}={r}")
+        v = r
+    steps.append(f"The answer is \\boxed{{{v}}}.")
+    return SEPARATOR.join(steps)
+
+
+def extract_answer(text: str) -> str | None:
+    """The content of the last ``\\boxed{...}``, or None.
+
+    >>> extract_answer("2*3=6\\n\\nThe answer is \\\\boxed{6}.")
+    '6'
+    """
+    found = _BOXED.findall(text)
+    return found[-1].strip() if found else None
+
+
+def grade(text: str, problem: Problem) -> bool | None:
+    """True / False for a found answer, None when the response has no boxed answer.
+
+    >>> grade("The answer is \\\\boxed{4}.", Problem(2, (("+", 2),)))
+    True
+    """
+    answer = extract_answer(text)
+    return None if answer is None else answer == problem.answer
+
+
+def first_bad_chars(problem: Problem, steps: list[str]) -> list[int | None]:
+    """For each step, the first character at which it stops being a prefix of a correct solution.
+
+    ``None`` for a correct step, 0 for any step after a wrong one. This lets a PRM be trained on every
+    token of a step ("still a prefix of a correct step"), not only at the step's end.
+    """
+    out: list[int | None] = []
+    ok, v, k = True, problem.start, 0
+    for step in steps:
+        if not ok:
+            out.append(0)
+            continue
+        m = _OP_STEP.match(step)
+        if m:
+            expected = f"{v}{problem.ops[k][0]}{problem.ops[k][1]}=" if k < len(problem.ops) else ""
+            if k < len(problem.ops):
+                v = apply(problem.ops[k][0], v, problem.ops[k][1], problem.modulus)
+                expected += str(v)
+            k += 1
+        elif extract_answer(step) is not None:
+            expected = f"The answer is \\boxed{{{problem.answer}}}." if k == len(problem.ops) else ""
+        else:
+            out.append(None)  # filler: correct while everything before it is
+            continue
+        if step.strip() == expected:
+            out.append(None)
+        else:
+            common = 0
+            while common < min(len(step), len(expected)) and step[common] == expected[common]:
+                common += 1
+            out.append(common)
+            ok = False
+    return out
+
+
+def check_steps(problem: Problem, steps: list[str]) -> list[bool]:
+    """Rule-based step labels for any text steps (the exact checker; usable as a "PRM").
+
+    An operation step ``a op x = r`` is correct when it applies the problem's next operation to the
+    current value and ``r`` is right; an answer step when it boxes the true answer after every
+    operation was done; any other step is filler, correct while everything before it is. Once a
+    step is wrong, every later step is wrong (prefix semantics).
+    """
+    labels, ok, v, k = [], True, problem.start, 0
+    for step in steps:
+        m = _OP_STEP.match(step)
+        boxed = extract_answer(step)
+        if m:
+            a, op, x, r = int(m.group(1)), m.group(2), int(m.group(3)), int(m.group(4))
+            expected = problem.ops[k] if k < len(problem.ops) else None
+            good = expected == (op, x) and a == v and r == apply(op, v, x, problem.modulus)
+            ok = ok and good
+            v, k = r, k + 1
+        elif boxed is not None:
+            ok = ok and k == len(problem.ops) and boxed == problem.answer
+        labels.append(ok)
+    return labels
+
+
+_PROMPT = re.compile(r"^Q: (\d+) ((?:[+\-*]\d+ ?)+)\(mod (\d+)\)\nA:\n$")
+
+
+def parse_prompt(prompt: str) -> Problem:
+    """The problem a prompt of this task states (inverse of ``Problem.prompt``)."""
+    m = _PROMPT.match(prompt)
+    if not m:
+        raise ValueError(f"not a prompt of the arithmetic task: {prompt!r}")
+    ops = tuple((tok[0], int(tok[1:])) for tok in m.group(2).split())
+    return Problem(int(m.group(1)), ops, int(m.group(3)))
+
+
+def rule_checker(prompt: str, steps: list[str]) -> list[bool]:
+    """:func:`check_steps` on the problem a prompt states: the rule-based "PRM" of this task."""
+    return check_steps(parse_prompt(prompt), steps)
