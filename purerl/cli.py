@@ -48,6 +48,43 @@ def _train(args: argparse.Namespace) -> str:
     return summarize_run(cfg.run.out_dir)
 
 
+def _prepare(args: argparse.Namespace) -> str:
+    import json
+    import shutil
+    from pathlib import Path
+
+    from purerl.builders import policy_path, prm_path
+    from purerl.config import load_config
+    from purerl.models import ASSETS
+
+    cfg = load_config(args.config, args.overrides)
+    from purerl.prm.builtin import builtin_prm
+    from purerl.warmstart import warm_start_policy
+
+    policy = (
+        warm_start_policy(cfg.task, cfg.policy.size, cfg.policy.sft, refresh=args.refresh)
+        if not cfg.policy.path
+        else Path(policy_path(cfg))
+    )
+    init = policy if cfg.prm.init_from_policy else None
+    prm = (
+        builtin_prm(cfg.task, cfg.prm.size, cfg.prm.train, cfg.prm.data_error_rate, init=init, refresh=args.refresh)
+        if not cfg.prm.path
+        else Path(prm_path(cfg))
+    )
+    lines = [f"policy: {policy}", f"prm:    {prm}"]
+    for folder in (policy, prm):
+        for meta in folder.glob("purerl_*.json"):
+            lines.append(f"{meta.name}: {json.dumps(json.loads(meta.read_text()))}")
+        if args.ship:
+            target = ASSETS / folder.name
+            if target.resolve() != folder.resolve():
+                shutil.rmtree(target, ignore_errors=True)
+                shutil.copytree(folder, target)
+                lines.append(f"shipped: {target}")
+    return "\n".join(lines)
+
+
 def _compare(args: argparse.Namespace) -> str:
     from purerl.compare import run_comparison
 
@@ -89,6 +126,13 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("overrides", nargs="*", help="key=value overrides, e.g. algo.mode=sum run.steps=50")
     train.add_argument("--resume", action="store_true", help="continue from run.out_dir/checkpoint")
     train.set_defaults(run=_train)
+
+    prepare = sub.add_parser("prepare", help="build the built-in warm-started policy and PRM for a config (cached)")
+    prepare.add_argument("config", nargs="?", help="a YAML config; defaults when left out")
+    prepare.add_argument("overrides", nargs="*", help="key=value overrides")
+    prepare.add_argument("--refresh", action="store_true", help="retrain even if a cached or shipped copy exists")
+    prepare.add_argument("--ship", action="store_true", help="copy the results into purerl/assets (developers)")
+    prepare.set_defaults(run=_prepare)
 
     compare = sub.add_parser(
         "compare",

@@ -56,8 +56,8 @@ def run_arms(config, overrides, arms, seeds, out: Path, jobs: int = 2) -> dict[s
 
 
 def first_step_reaching(rows: list[list[dict]], target: float) -> int | None:
-    """First evaluated step at which the seed-mean held-out accuracy reaches ``target``."""
-    curves = [dict(zip(*series(r, "eval/accuracy"))) for r in rows]
+    """First evaluated step at which the seed-mean held-out sampled accuracy reaches ``target``."""
+    curves = [dict(zip(*series(r, "eval/sampled_accuracy"))) for r in rows]
     for step in sorted(set.intersection(*(set(c) for c in curves))):
         if sum(c[step] for c in curves) / len(curves) >= target:
             return step
@@ -72,28 +72,33 @@ def _ms(values) -> str:
     return f"{statistics.mean(values):.3f} ± {sd:.3f}"
 
 
+COLUMNS = [
+    ("eval_sampled_accuracy_start", "sampled acc start"),
+    ("eval_sampled_accuracy_end", "sampled acc end"),
+    ("eval_accuracy_start", "greedy acc start"),
+    ("eval_accuracy_end", "greedy acc end"),
+    ("steps_per_response_first10", "steps/resp first10"),
+    ("steps_per_response_last10", "steps/resp last10"),
+    ("length_last10", "length last10"),
+    ("truncated_last10", "truncated last10"),
+]
+
+
 def comparison_table(runs: dict[str, list[list[dict]]]) -> str:
-    head = (
-        f"{'arm':<8} {'acc start':>15} {'acc end':>15} {'acc best':>15} {'steps/resp first10':>19} "
-        f"{'steps/resp last10':>18} {'length last10':>15} {'truncated last10':>17}  flags"
-    )
-    lines = [head]
+    """Mean ± sd over seeds of each arm's start / end numbers, and PRM+VR's speed against VR-only."""
+    lines = [f"{'arm':<8}" + "".join(f" {title:>19}" for _, title in COLUMNS) + "  flags"]
     for arm, seeds in runs.items():
         s = [run_summary(r) for r in seeds]
         flags = sorted({f for x in s for f in x["hacking_flags"]})
-        lines.append(
-            f"{arm:<8} {_ms([x['eval_accuracy_start'] for x in s]):>15} {_ms([x['eval_accuracy_end'] for x in s]):>15} "
-            f"{_ms([x['eval_accuracy_best'] for x in s]):>15} {_ms([x['steps_per_response_first10'] for x in s]):>19} "
-            f"{_ms([x['steps_per_response_last10'] for x in s]):>18} {_ms([x['length_last10'] for x in s]):>15} "
-            f"{_ms([x['truncated_last10'] for x in s]):>17}  {','.join(flags) or '-'}"
-        )
+        cells = "".join(f" {_ms([x[key] for x in s]):>19}" for key, _ in COLUMNS)
+        lines.append(f"{arm:<8}{cells}  {','.join(flags) or '-'}")
     if "vr" in runs and "min+vr" in runs:
-        target = statistics.mean(run_summary(r)["eval_accuracy_end"] for r in runs["vr"])
+        target = statistics.mean(run_summary(r)["eval_sampled_accuracy_end"] for r in runs["vr"])
         vr_steps = first_step_reaching(runs["vr"], target)
         both = first_step_reaching(runs["min+vr"], target)
         lines.append(
-            f"\nVR-only final held-out accuracy {target:.3f} (seed mean): first reached at step {vr_steps} by VR-only, "
-            f"at step {both if both is not None else 'never'} by min+vr"
+            f"\nVR-only final held-out sampled accuracy {target:.3f} (seed mean): first reached at step {vr_steps} "
+            f"by VR-only, at step {both if both is not None else 'never'} by min+vr"
             + (f" ({both / vr_steps:.0%} of VR-only's steps)" if both and vr_steps else "")
         )
     return "\n".join(lines)

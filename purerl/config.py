@@ -110,8 +110,10 @@ class RunConfig:
     """Where logs, plots, samples and checkpoints go."""
     eval_every: int = 10
     """Held-out greedy accuracy every this many steps (and at the start and the end)."""
-    eval_size: int = 200
+    eval_size: int = 128
     """Held-out problems per evaluation."""
+    eval_samples: int = 4
+    """Sampled answers per held-out problem for the sampled accuracy (0: greedy only)."""
     checkpoint_every: int = 20
     """Checkpoint every this many steps (and at the end, and on a crash)."""
     samples_every: int = 10
@@ -174,6 +176,11 @@ def _coerce(value: Any, hint: Any, where: str) -> Any:
             raise ConfigError(f"{where}: expected an integer, got {value!r}")
         return value
     if hint is float:
+        if isinstance(value, str):  # YAML 1.1 reads "1e-4" as a string
+            try:
+                value = float(value)
+            except ValueError:
+                pass
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise ConfigError(f"{where}: expected a number, got {value!r}")
         return float(value)

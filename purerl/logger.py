@@ -11,7 +11,7 @@ from tqdm import tqdm
 
 log = logging.getLogger(__name__)
 
-BAR_KEYS = {"reward/accuracy": "acc", "eval/accuracy": "eval", "response/steps": "steps",
+BAR_KEYS = {"reward/accuracy": "acc", "eval/sampled_accuracy": "eval", "response/steps": "steps",
             "response/length": "len", "actor/kl": "kl"}  # fmt: skip
 
 

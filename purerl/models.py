@@ -48,6 +48,19 @@ def cache_root() -> Path:
     return Path(os.environ.get("PURERL_CACHE", Path.home() / ".cache" / "purerl"))
 
 
+ASSETS = Path(__file__).parent / "assets"
+"""Built-in models shipped with the package (made by ``purerl prepare``; see docs/builtin-models.md)."""
+
+
+def cached_folder(name: str, refresh: bool = False) -> tuple[Path, bool]:
+    """``(folder, ready)`` for a built-in model: a shipped copy if one matches, else the cache entry."""
+    shipped = ASSETS / name
+    if not refresh and (shipped / "config.json").exists():
+        return shipped, True
+    folder = cache_root() / name
+    return folder, (folder / "config.json").exists() and not refresh
+
+
 def cache_key(*parts: object) -> str:
     """A short stable hash of dataclasses / JSON-able values: the name of a cache entry."""
     blob = json.dumps([asdict(p) if hasattr(p, "__dataclass_fields__") else p for p in parts], sort_keys=True)

@@ -12,6 +12,7 @@ import matplotlib.pyplot as plt
 
 PANELS = [
     ("eval/accuracy", "held-out greedy accuracy"),
+    ("eval/sampled_accuracy", "held-out sampled accuracy (T = 1)"),
     ("reward/accuracy", "sampled accuracy (train prompts)"),
     ("prm/min_raw", "PRM: min step score per response"),
     ("prm/sum_raw", "PRM: sum of step scores per response"),
@@ -56,7 +57,7 @@ def plot_run(run_dir: str | Path) -> Path:
 
 def plot_comparison(groups: dict[str, list[list[dict]]], out: str | Path, keys=None) -> Path:
     """One figure: for each arm (name -> runs over seeds), the mean and range of each metric."""
-    keys = keys or ["eval/accuracy", "response/steps", "response/length", "response/truncated"]
+    keys = keys or ["eval/sampled_accuracy", "eval/accuracy", "response/steps", "response/length", "response/truncated"]
     titles = dict(PANELS)
     fig, axes = plt.subplots(1, len(keys), figsize=(4.2 * len(keys), 3.6), squeeze=False)
     for ax, key in zip(axes.flat, keys):

@@ -22,8 +22,8 @@ def test_every_shipped_yaml_loads(path):
 
 
 def test_overrides_and_round_trip(tmp_path):
-    cfg = load_config(None, ["algo.mode=sum", "run.steps=7", "policy.sft.lr=0.01", "prm.path=null"])
-    assert (cfg.algo.mode, cfg.run.steps, cfg.policy.sft.lr, cfg.prm.path) == ("sum", 7, 0.01, None)
+    cfg = load_config(None, ["algo.mode=sum", "run.steps=7", "policy.sft.lr=1e-4", "prm.path=null"])
+    assert (cfg.algo.mode, cfg.run.steps, cfg.policy.sft.lr, cfg.prm.path) == ("sum", 7, 1e-4, None)
     save_config(cfg, tmp_path / "c.yaml")
     assert load_config(tmp_path / "c.yaml") == cfg
 

@@ -12,11 +12,12 @@ from __future__ import annotations
 import json
 import logging
 import random
+import shutil
 import time
 from dataclasses import asdict
 from pathlib import Path
 
-from purerl.models import TinyModelConfig, cache_key, cache_root, load_prm_model, new_prm, task_tokenizer
+from purerl.models import TinyModelConfig, cache_key, cached_folder, load_prm_model, new_prm, task_tokenizer
 from purerl.prm.token_classification import TokenClassificationPRM
 from purerl.prm.train import PRMTrainConfig, step_accuracy, train_prm
 from purerl.tasks import arithmetic
@@ -48,8 +49,8 @@ def builtin_prm(
 
     ``init``: a causal LM folder whose backbone the PRM starts from (``size`` is then ignored).
     """
-    folder = cache_root() / f"prm-{cache_key(task, size, cfg, error_rate, init.name if init else None)}"
-    if (folder / "config.json").exists() and not refresh:
+    folder, ready = cached_folder(f"prm-{cache_key(task, size, cfg, error_rate, init.name if init else None)}", refresh)
+    if ready:
         return folder
     start = time.time()
     if init is not None:
@@ -67,6 +68,7 @@ def builtin_prm(
     tokenizer.save_pretrained(tmp)
     meta = {"seconds": time.time() - start, "final_loss": sum(losses[-20:]) / min(20, len(losses)), **quality}
     (tmp / "purerl_prm.json").write_text(json.dumps(meta, indent=2))
-    if not folder.exists():
-        tmp.replace(folder)
+    if folder.exists():
+        shutil.rmtree(folder)
+    tmp.replace(folder)
     return folder

@@ -25,28 +25,31 @@ Example = tuple[str, list[str], list[bool], list[int | None] | None]
 class PRMTrainConfig:
     """Two-stage PRM training."""
 
-    head_steps: int = 100
+    head_steps: int = 50
     """Stage 1: optimizer steps on the classification head only."""
-    full_steps: int = 1400
+    full_steps: int = 400
     """Stage 2: optimizer steps on all weights."""
     batch_size: int = 64
     """Labelled solutions per step."""
-    head_lr: float = 1e-2
+    head_lr: float = 3e-3
     """Stage-1 learning rate."""
-    lr: float = 3e-3
+    lr: float = 1e-3
     """Stage-2 peak learning rate (cosine)."""
     seed: int = 0
     """Seed of the weights and of the sampled training solutions."""
+    dense_labels: bool = False
+    """Also label every token of a step ("still a prefix of a correct step"), where examples say where
+    each step goes wrong; otherwise only the separator token after each step is labelled."""
 
 
-def _batch(tokenizer, examples: list[Example], separator: str):
+def _batch(tokenizer, examples: list[Example], separator: str, dense: bool = True):
     seqs, label_rows = [], []
     for prompt, steps, labels, bad_chars in examples:
         ids, markers, step_tokens = build_prm_inputs(tokenizer, prompt, steps, separator)
         row = [-100] * len(ids)
         for k, (m, ok) in enumerate(zip(markers, labels)):
             row[m] = int(ok)
-            if bad_chars is not None:
+            if dense and bad_chars is not None:
                 for pos, char_end in step_tokens[k]:
                     row[pos] = int(bad_chars[k] is None or char_end <= bad_chars[k])
         seqs.append(ids)
@@ -90,7 +93,8 @@ def train_prm(
         optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=0.01)
         scheduler = cosine_schedule(optimizer, steps)
         for _ in range(steps):
-            ids, mask, labels = _batch(tokenizer, [sample_example(rng) for _ in range(cfg.batch_size)], separator)
+            examples = [sample_example(rng) for _ in range(cfg.batch_size)]
+            ids, mask, labels = _batch(tokenizer, examples, separator, cfg.dense_labels)
             loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss
             loss.backward()
             torch.nn.utils.clip_grad_norm_(params, 1.0)

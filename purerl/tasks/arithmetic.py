@@ -1,15 +1,16 @@
 """The built-in task: chains of single-digit operations modulo 10, solved one operation per step.
 
-A problem is a start digit and a list of operations, e.g. ``Q: 7 +5 *3 -4 (mod 10)``. Its solution
-writes one operation per step (``7+5=2``), steps separated by a blank line, and ends with
-``The answer is \\boxed{2}.`` Sampled training solutions contain what real chains of thought contain:
+A problem is a start digit and a list of operations applied left to right, e.g.
+``Q: (7+3-2+1) mod 10``. Its solution writes one operation per step (``7+3=0``), steps separated by a
+blank line, and ends with ``The answer is \\boxed{9}.`` Digits are written the same way in the prompt
+and in the steps (no space before them), so that the tokenizer gives them the same tokens. Sampled
+training solutions contain what real chains of thought contain:
 
 - mistakes: a step whose result is wrong; later steps carry on from the wrong value;
 - correct but useless steps ("filler": restating, planning, checking), which PRM800K-style labels call
   correct as long as nothing before them is wrong. These are what a sum-form policy learns to spam.
 
-Step labels are exact: a step is correct when it and every step before it are correct (a prefix of a
-correct solution); the answer step is correct when its boxed value is the true answer.
+Step labels are exact and local, as PRM800K annotators judge steps (see ``_expected_steps``).
 Difficulty knobs: the number of operations, the modulus (operand size) and the mix of operations.
 Deterministic by seed; train and held-out problems are disjoint by construction (a hash of the
 problem's text picks its split).
@@ -44,9 +45,11 @@ class ArithmeticConfig:
     max_ops: int = 4
     """Most operations in a problem."""
     modulus: int = 10
-    """Results are taken modulo this; operands are drawn from 1..modulus-1."""
-    ops: str = "+-*"
-    """The operations to mix."""
+    """Results are taken modulo this (start values are drawn from 0..modulus-1)."""
+    max_operand: int = 3
+    """Operands are drawn from 1..max_operand (the operand-size knob)."""
+    ops: str = "+-"
+    """The operations to mix (any of ``+-*``)."""
     heldout_percent: int = 10
     """Share of all problems (by hash) reserved for held-out evaluation."""
     error_rate: float = 0.2
@@ -65,8 +68,8 @@ class Problem:
 
     @property
     def prompt(self) -> str:
-        ops = " ".join(f"{op}{x}" for op, x in self.ops)
-        return f"Q: {self.start} {ops} (mod {self.modulus})\nA:\n"
+        ops = "".join(f"{op}{x}" for op, x in self.ops)
+        return f"Q: ({self.start}{ops}) mod {self.modulus}\nA:\n"
 
     @property
     def values(self) -> list[int]:
@@ -99,7 +102,7 @@ def split_of(problem: Problem, cfg: ArithmeticConfig) -> str:
 
 def random_problem(rng: random.Random, cfg: ArithmeticConfig) -> Problem:
     n = rng.randint(cfg.min_ops, cfg.max_ops)
-    ops = tuple((rng.choice(cfg.ops), rng.randint(1, cfg.modulus - 1)) for _ in range(n))
+    ops = tuple((rng.choice(cfg.ops), rng.randint(1, cfg.max_operand)) for _ in range(n))
     return Problem(rng.randint(0, cfg.modulus - 1), ops, cfg.modulus)
 
 
@@ -119,23 +122,23 @@ def generate_problems(cfg: ArithmeticConfig, n: int, split: str, seed: int) -> l
 
 
 def sample_solution(problem: Problem, rng: random.Random, cfg: ArithmeticConfig) -> tuple[list[str], list[bool]]:
-    """A solution with realistic mistakes and filler steps, and the exact label of each step."""
+    """A solution with realistic mistakes and filler steps, and the exact (local) label of each step."""
     steps: list[str] = []
     labels: list[bool] = []
-    ok, v = True, problem.start
+    v = problem.start
     for op, x in problem.ops:
         result = apply(op, v, x, problem.modulus)
-        if rng.random() < cfg.error_rate:
+        ok = rng.random() >= cfg.error_rate
+        if not ok:
             result = rng.choice([r for r in range(problem.modulus) if r != result])
-            ok = False
         steps.append(f"{v}{op}{x}={result}")
         labels.append(ok)
         v = result
         if rng.random() < cfg.filler_rate:
             steps.append(rng.choice(FILLERS))
-            labels.append(ok)
+            labels.append(True)
     steps.append(f"The answer is \\boxed{{{v}}}.")
-    labels.append(ok and str(v) == problem.answer)
+    labels.append(True)
     return steps, labels
 
 
@@ -169,66 +172,59 @@ def grade(text: str, problem: Problem) -> bool | None:
     return None if answer is None else answer == problem.answer
 
 
-def first_bad_chars(problem: Problem, steps: list[str]) -> list[int | None]:
-    """For each step, the first character at which it stops being a prefix of a correct solution.
+def _expected_steps(problem: Problem, steps: list[str]):
+    """For each step: its kind ("op", "answer", "filler") and the correct text it should have had.
 
-    ``None`` for a correct step, 0 for any step after a wrong one. This lets a PRM be trained on every
-    token of a step ("still a prefix of a correct step"), not only at the step's end.
+    Step labels are *local*, as PRM800K annotators judge a step: an operation step is correct when it
+    applies the problem's next operation to the value the previous step wrote and gets the result
+    right; the answer step when it boxes the value the steps reached, after every operation; any
+    other step is filler, correct but useless. A solution that carries on from a wrong value is thus
+    wrong at that one step (which the min-form sees), not at every later step.
     """
-    out: list[int | None] = []
-    ok, v, k = True, problem.start, 0
+    written, k = problem.start, 0
     for step in steps:
-        if not ok:
-            out.append(0)
-            continue
         m = _OP_STEP.match(step)
         if m:
-            expected = f"{v}{problem.ops[k][0]}{problem.ops[k][1]}=" if k < len(problem.ops) else ""
-            if k < len(problem.ops):
-                v = apply(problem.ops[k][0], v, problem.ops[k][1], problem.modulus)
-                expected += str(v)
-            k += 1
+            a, op, x, r = int(m.group(1)), m.group(2), int(m.group(3)), int(m.group(4))
+            want = problem.ops[k] if k < len(problem.ops) else None
+            expected = (
+                f"{written}{want[0]}{want[1]}={apply(want[0], written, want[1], problem.modulus)}" if want else ""
+            )
+            yield "op", expected
+            written, k = r, k + 1
         elif extract_answer(step) is not None:
-            expected = f"The answer is \\boxed{{{problem.answer}}}." if k == len(problem.ops) else ""
+            yield "answer", f"The answer is \\boxed{{{written}}}." if k == len(problem.ops) else ""
         else:
-            out.append(None)  # filler: correct while everything before it is
-            continue
-        if step.strip() == expected:
+            yield "filler", None
+
+
+def first_bad_chars(problem: Problem, steps: list[str]) -> list[int | None]:
+    """For each step, the first character at which it stops being a prefix of its correct version.
+
+    ``None`` for a correct step. This lets a PRM be trained on every token of a step ("still a prefix
+    of a correct step", DESIGN section 6), not only at the step's end.
+    """
+    out: list[int | None] = []
+    for step, (kind, expected) in zip(steps, _expected_steps(problem, steps)):
+        if kind == "filler" or step.strip() == expected:
             out.append(None)
-        else:
-            common = 0
-            while common < min(len(step), len(expected)) and step[common] == expected[common]:
-                common += 1
-            out.append(common)
-            ok = False
+            continue
+        common = 0
+        while common < min(len(step), len(expected)) and step[common] == expected[common]:
+            common += 1
+        out.append(common)
     return out
 
 
 def check_steps(problem: Problem, steps: list[str]) -> list[bool]:
     """Rule-based step labels for any text steps (the exact checker; usable as a "PRM").
 
-    An operation step ``a op x = r`` is correct when it applies the problem's next operation to the
-    current value and ``r`` is right; an answer step when it boxes the true answer after every
-    operation was done; any other step is filler, correct while everything before it is. Once a
-    step is wrong, every later step is wrong (prefix semantics).
+    Local semantics, see :func:`_expected_steps`.
     """
-    labels, ok, v, k = [], True, problem.start, 0
-    for step in steps:
-        m = _OP_STEP.match(step)
-        boxed = extract_answer(step)
-        if m:
-            a, op, x, r = int(m.group(1)), m.group(2), int(m.group(3)), int(m.group(4))
-            expected = problem.ops[k] if k < len(problem.ops) else None
-            good = expected == (op, x) and a == v and r == apply(op, v, x, problem.modulus)
-            ok = ok and good
-            v, k = r, k + 1
-        elif boxed is not None:
-            ok = ok and k == len(problem.ops) and boxed == problem.answer
-        labels.append(ok)
-    return labels
+    return [bad is None for bad in first_bad_chars(problem, steps)]
 
 
-_PROMPT = re.compile(r"^Q: (\d+) ((?:[+\-*]\d+ ?)+)\(mod (\d+)\)\nA:\n$")
+_PROMPT = re.compile(r"^Q: \((\d+)((?:[+\-*]\d+)+)\) mod (\d+)\nA:\n$")
 
 
 def parse_prompt(prompt: str) -> Problem:
@@ -236,7 +232,7 @@ def parse_prompt(prompt: str) -> Problem:
     m = _PROMPT.match(prompt)
     if not m:
         raise ValueError(f"not a prompt of the arithmetic task: {prompt!r}")
-    ops = tuple((tok[0], int(tok[1:])) for tok in m.group(2).split())
+    ops = tuple((op, int(x)) for op, x in re.findall(r"([+\-*])(\d+)", m.group(2)))
     return Problem(int(m.group(1)), ops, int(m.group(3)))
 
 

@@ -1,0 +1,64 @@
+"""The built-in task: deterministic, disjoint splits, exact step labels, grading."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from purerl.prm.rule import RulePRM
+from purerl.tasks import arithmetic as A
+
+CFG = A.ArithmeticConfig(ops="+-*", error_rate=0.3, filler_rate=0.3)
+
+
+def test_problems_are_deterministic_and_splits_disjoint():
+    train = A.generate_problems(CFG, 300, "train", seed=1)
+    assert train == A.generate_problems(CFG, 300, "train", seed=1)
+    assert train != A.generate_problems(CFG, 300, "train", seed=2)
+    heldout = A.generate_problems(CFG, 300, "heldout", seed=1)
+    assert not {p.prompt for p in train} & {p.prompt for p in heldout}
+    for p in train[:50]:
+        assert CFG.min_ops <= len(p.ops) <= CFG.max_ops
+        assert all(op in CFG.ops and 1 <= x <= CFG.max_operand for op, x in p.ops)
+    with pytest.raises(ValueError, match="split must be"):
+        A.generate_problems(CFG, 1, "test", seed=0)
+
+
+def test_a_problem_by_hand():
+    # (7+3-5*2) mod 10, left to right: 7+3=0, 0-5=5, 5*2=0.
+    p = A.Problem(7, (("+", 3), ("-", 5), ("*", 2)))
+    assert p.values == [0, 5, 0] and p.answer == "0"
+    assert p.prompt == "Q: (7+3-5*2) mod 10\nA:\n"
+    assert A.parse_prompt(p.prompt) == p
+    assert A.reference_solution(p) == "7+3=0\n\n0-5=5\n\n5*2=0\n\nThe answer is \\boxed{0}."
+    steps = ["7+3=0", "Let me check the last step.", "0-5=4", "4*2=8", "The answer is \\boxed{8}."]
+    # Local labels: only the wrong step is wrong; the steps carrying on from its value are correct.
+    assert A.check_steps(p, steps) == [True, True, False, True, True]
+    assert A.first_bad_chars(p, steps) == [None, None, 4, None, None]
+    assert A.first_bad_chars(p, ["7+3=0", "1-5=6"]) == [None, 0]  # did not start from the written value
+    assert A.check_steps(p, ["7+3=0", "The answer is \\boxed{0}."]) == [True, False]  # answered too early
+    assert A.check_steps(p, ["7-3=4"]) == [False]  # wrong operation
+
+
+def test_sampled_labels_match_the_checker():
+    rng = random.Random(0)
+    for _ in range(2000):
+        p = A.random_problem(rng, CFG)
+        steps, labels = A.sample_solution(p, rng, CFG)
+        assert A.check_steps(p, steps) == labels
+        assert [b is None for b in A.first_bad_chars(p, steps)] == labels
+        assert A.grade(A.SEPARATOR.join(steps), p) == (str(A.extract_answer(steps[-1])) == p.answer)
+
+
+def test_grading_and_rule_prm():
+    p = A.Problem(2, (("+", 2),))
+    assert A.grade("2+2=4\n\nThe answer is \\boxed{4}.", p) is True
+    assert A.grade("The answer is \\boxed{5}.", p) is False
+    assert A.grade("no answer here", p) is None
+    assert A.grade("\\boxed{3} then \\boxed{ 4 }", p) is True  # the last box counts
+    prm = RulePRM(A.rule_checker)
+    assert prm.score([p.prompt], [["2+2=4", "The answer is \\boxed{4}."]]) == [[1.0, 1.0]]
+    assert prm.score([p.prompt], [["2+2=5"]]) == [[-1.0]]
+    with pytest.raises(ValueError, match="not a prompt of the arithmetic task"):
+        A.parse_prompt("What is 2+2?")
