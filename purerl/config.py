@@ -7,6 +7,7 @@ the overrides (values parsed as YAML scalars), then checks every value.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import types
 import typing
@@ -48,8 +49,8 @@ class PRMConfig:
     """Size of the built-in PRM when it starts from random weights."""
     train: PRMTrainConfig = field(default_factory=PRMTrainConfig)
     """Two-stage training of the built-in PRM."""
-    data_error_rate: float = 0.3
-    """Share of wrong operation steps in the built-in PRM's training solutions."""
+    data_error_rate: float = 0.5
+    """Share of wrong operation steps in the built-in PRM's training solutions (balanced classes)."""
 
 
 @dataclass
@@ -80,7 +81,7 @@ class AlgoConfig:
     """Share of training prompts that carry ground truth for VR (the paper's PRM+VR: 10%)."""
     vr_coef: float = 1.0
     """Weight of the verifiable advantage."""
-    lr: float = 5e-4
+    lr: float = 1e-4
     """AdamW learning rate of the policy (constant after a 5-step warm-up)."""
     clip_ratio: float = 0.2
     """PPO clip epsilon."""
@@ -177,10 +178,8 @@ def _coerce(value: Any, hint: Any, where: str) -> Any:
         return value
     if hint is float:
         if isinstance(value, str):  # YAML 1.1 reads "1e-4" as a string
-            try:
+            with contextlib.suppress(ValueError):
                 value = float(value)
-            except ValueError:
-                pass
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise ConfigError(f"{where}: expected a number, got {value!r}")
         return float(value)

@@ -60,7 +60,11 @@ def builtin_prm(
         model = new_prm(tokenizer, size, cfg.seed)
     sample = prm_examples(task, error_rate)
     log.info("training the built-in PRM: %d + %d steps (cached in %s)", cfg.head_steps, cfg.full_steps, folder)
-    losses = train_prm(model, tokenizer, sample, cfg)
+    def progress(step: int, loss: float) -> None:
+        if step % 100 == 0:
+            log.info("PRM step %d: loss %.3f", step, loss)
+
+    losses = train_prm(model, tokenizer, sample, cfg, on_step=progress)
     rng = random.Random(10_000 + cfg.seed)
     quality = step_accuracy(TokenClassificationPRM(model, tokenizer), [sample(rng) for _ in range(500)])
     tmp = folder.with_name(folder.name + ".tmp")

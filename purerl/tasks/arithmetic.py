@@ -185,7 +185,7 @@ def _expected_steps(problem: Problem, steps: list[str]):
     for step in steps:
         m = _OP_STEP.match(step)
         if m:
-            a, op, x, r = int(m.group(1)), m.group(2), int(m.group(3)), int(m.group(4))
+            r = int(m.group(4))
             want = problem.ops[k] if k < len(problem.ops) else None
             expected = (
                 f"{written}{want[0]}{want[1]}={apply(want[0], written, want[1], problem.modulus)}" if want else ""
