@@ -22,7 +22,16 @@ def prm_path(cfg: TrainConfig) -> str:
     if cfg.prm.path:
         return cfg.prm.path
     init = Path(policy_path(cfg)) if cfg.prm.init_from_policy else None
-    return str(builtin_prm(cfg.task, cfg.prm.size, cfg.prm.train, cfg.prm.data_error_rate, init=init))
+    return str(
+        builtin_prm(
+            cfg.task,
+            cfg.prm.size,
+            cfg.prm.train,
+            cfg.prm.data_error_rate,
+            init=init,
+            corrupt_rate=cfg.prm.data_corrupt_rate,
+        )
+    )
 
 
 def build_policy(cfg: TrainConfig):

@@ -68,7 +68,15 @@ def _prepare(args: argparse.Namespace) -> str:
     )
     init = policy if cfg.prm.init_from_policy else None
     prm = (
-        builtin_prm(cfg.task, cfg.prm.size, cfg.prm.train, cfg.prm.data_error_rate, init=init, refresh=args.refresh)
+        builtin_prm(
+            cfg.task,
+            cfg.prm.size,
+            cfg.prm.train,
+            cfg.prm.data_error_rate,
+            init=init,
+            refresh=args.refresh,
+            corrupt_rate=cfg.prm.data_corrupt_rate,
+        )
         if not cfg.prm.path
         else Path(prm_path(cfg))
     )

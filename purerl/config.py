@@ -51,6 +51,9 @@ class PRMConfig:
     """Two-stage training of the built-in PRM."""
     data_error_rate: float = 0.5
     """Share of wrong operation steps in the built-in PRM's training solutions (balanced classes)."""
+    data_corrupt_rate: float = 0.2
+    """Share of steps given a sampling policy's other mistakes (wrong operation, fragments, early
+    answers) in the built-in PRM's training data; 0 gives a PRM with those blind spots."""
 
 
 @dataclass

@@ -25,14 +25,20 @@ from purerl.tasks import arithmetic
 log = logging.getLogger(__name__)
 
 
-def prm_examples(task: arithmetic.ArithmeticConfig, error_rate: float):
-    """A sampler of labelled solutions (prompt, steps, labels, first bad characters)."""
+def prm_examples(task: arithmetic.ArithmeticConfig, error_rate: float, corrupt_rate: float = 0.0):
+    """A sampler of labelled solutions (prompt, steps, labels, first bad characters).
+
+    ``error_rate``: wrong results; ``corrupt_rate``: the other mistakes of sampled outputs
+    (:func:`arithmetic.corrupt_solution`). Labels come from the exact checker.
+    """
     data_task = arithmetic.ArithmeticConfig(**{**asdict(task), "error_rate": error_rate})
 
     def sample(rng: random.Random):
         p = arithmetic.random_problem(rng, data_task)
-        steps, labels = arithmetic.sample_solution(p, rng, data_task)
-        return p.prompt, steps, labels, arithmetic.first_bad_chars(p, steps)
+        steps, _ = arithmetic.sample_solution(p, rng, data_task)
+        steps = arithmetic.corrupt_solution(p, steps, rng, corrupt_rate) if corrupt_rate else steps
+        bad = arithmetic.first_bad_chars(p, steps)
+        return p.prompt, steps, [b is None for b in bad], bad
 
     return sample
 
@@ -44,12 +50,14 @@ def builtin_prm(
     error_rate: float,
     init: Path | None = None,
     refresh: bool = False,
+    corrupt_rate: float = 0.0,
 ) -> Path:
     """Folder of the built-in PRM (model + tokenizer), trained once per config and cached.
 
     ``init``: a causal LM folder whose backbone the PRM starts from (``size`` is then ignored).
     """
-    folder, ready = cached_folder(f"prm-{cache_key(task, size, cfg, error_rate, init.name if init else None)}", refresh)
+    key = cache_key(task, size, cfg, error_rate, init.name if init else None, corrupt_rate or None)
+    folder, ready = cached_folder(f"prm-{key}", refresh)
     if ready:
         return folder
     start = time.time()
@@ -58,8 +66,9 @@ def builtin_prm(
     else:
         tokenizer = task_tokenizer(task)
         model = new_prm(tokenizer, size, cfg.seed)
-    sample = prm_examples(task, error_rate)
+    sample = prm_examples(task, error_rate, corrupt_rate)
     log.info("training the built-in PRM: %d + %d steps (cached in %s)", cfg.head_steps, cfg.full_steps, folder)
+
     def progress(step: int, loss: float) -> None:
         if step % 100 == 0:
             log.info("PRM step %d: loss %.3f", step, loss)

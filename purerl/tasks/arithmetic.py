@@ -142,6 +142,35 @@ def sample_solution(problem: Problem, rng: random.Random, cfg: ArithmeticConfig)
     return steps, labels
 
 
+def corrupt_solution(problem: Problem, steps: list[str], rng: random.Random, rate: float) -> list[str]:
+    """Add the mistakes a sampling policy makes beyond wrong results, each step with chance ``rate``.
+
+    Wrong operation or operand (computed consistently), a wrong carried value, a fragment of a step
+    (``"1}."``, ``"Let me"``), or the answer given before the last operation. A PRM trained only on
+    well-formed steps scores such outputs at random: the blind spots a policy then exploits.
+    """
+    out = []
+    for step in steps:
+        m = _OP_STEP.match(step)
+        roll = rng.random()
+        if roll >= rate:
+            out.append(step)
+        elif m and roll < rate / 3:
+            a, x = int(m.group(1)), rng.randint(1, 9)
+            op = rng.choice("+-*")
+            out.append(f"{a}{op}{x}={apply(op, a, x, problem.modulus)}")
+        elif m and roll < 2 * rate / 3:
+            a = (int(m.group(1)) + rng.randint(1, problem.modulus - 1)) % problem.modulus
+            op, x = m.group(2), int(m.group(3))
+            out.append(f"{a}{op}{x}={apply(op, a, x, problem.modulus)}")
+        elif roll < 0.8 * rate:
+            cut = rng.randint(1, max(1, len(step) - 1))
+            out.append((step[:cut] if rng.random() < 0.5 else step[cut:]).strip() or step)
+        else:
+            out.append(f"The answer is \\boxed{{{rng.randint(0, problem.modulus - 1)}}}.")
+    return out
+
+
 def reference_solution(problem: Problem) -> str:
     steps, v = [], problem.start
     for op, x in problem.ops:
@@ -177,8 +206,9 @@ def _expected_steps(problem: Problem, steps: list[str]):
 
     Step labels are *local*, as PRM800K annotators judge a step: an operation step is correct when it
     applies the problem's next operation to the value the previous step wrote and gets the result
-    right; the answer step when it boxes the value the steps reached, after every operation; any
-    other step is filler, correct but useless. A solution that carries on from a wrong value is thus
+    right; the answer step when it boxes the value the steps reached, after every operation; a
+    filler step (one of ``FILLERS``) is correct but useless; any other text is malformed, so wrong.
+    A solution that carries on from a wrong value is thus
     wrong at that one step (which the min-form sees), not at every later step.
     """
     written, k = problem.start, 0
@@ -194,8 +224,10 @@ def _expected_steps(problem: Problem, steps: list[str]):
             written, k = r, k + 1
         elif extract_answer(step) is not None:
             yield "answer", f"The answer is \\boxed{{{written}}}." if k == len(problem.ops) else ""
-        else:
+        elif " ".join(step.split()) in FILLERS:
             yield "filler", None
+        else:
+            yield "malformed", ""
 
 
 def first_bad_chars(problem: Problem, steps: list[str]) -> list[int | None]:
