@@ -96,7 +96,7 @@ def _prepare(args: argparse.Namespace) -> str:
 def _compare(args: argparse.Namespace) -> str:
     from purerl.compare import run_comparison
 
-    return run_comparison(args.config, args.overrides, seeds=args.seeds, out_dir=args.out)
+    return run_comparison(args.config, args.overrides, seeds=args.seeds, out_dir=args.out, arms=args.arms)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -150,6 +150,7 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("overrides", nargs="*", help="key=value overrides for every arm")
     compare.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="seeds (default: 0 1 2)")
     compare.add_argument("--out", default="runs/compare", help="folder of the arms' runs, the plot and table")
+    compare.add_argument("--arms", nargs="+", default=None, help="arms to run (default: sum min vr min+vr)")
     compare.set_defaults(run=_compare)
 
     steps = sub.add_parser("steps", help="split a response into steps (and locate their last tokens)")

@@ -107,6 +107,9 @@ def comparison_table(runs: dict[str, list[list[dict]]]) -> str:
 def run_comparison(config, overrides, seeds, out_dir, arms=None) -> str:
     out = Path(out_dir)
     arms = arms or list(ARMS)
+    unknown = sorted(set(arms) - set(ARMS))
+    if unknown:
+        raise ValueError(f"unknown arm(s) {unknown}; choose from {list(ARMS)}")
     folders = run_arms(config, list(overrides), arms, seeds, out)
     runs = {arm: [read_metrics(f / "metrics.jsonl") for f in fs] for arm, fs in folders.items()}
     plot = plot_comparison(runs, out / "comparison.png")

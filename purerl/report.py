@@ -55,17 +55,17 @@ def summarize_run(run_dir: str | Path) -> str:
     (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
     plot = plot_run(run_dir)
     lines = [f"run: {run_dir}  ({summary['steps']} steps, {summary['seconds']:.0f} s of training and evaluation)",
-             f"{'':36} {'start':>8} {'end':>8}"]  # fmt: skip
+             f"{'':40} {'start':>8} {'end':>8}"]  # fmt: skip
     for name, label in [("eval_accuracy", "held-out greedy accuracy"),
                         ("eval_sampled_accuracy", "held-out sampled accuracy"),
                         ("eval_sampled_steps", "held-out steps per answer")]:  # fmt: skip
-        lines.append(f"{label:36} {_fmt(summary[name + '_start']):>8} {_fmt(summary[name + '_end']):>8}")
+        lines.append(f"{label:40} {_fmt(summary[name + '_start']):>8} {_fmt(summary[name + '_end']):>8}")
     for name, label in [("sampled_accuracy", "sampled accuracy"), ("steps_per_response", "steps per response"),
                         ("length", "response length"), ("truncated", "truncated share"),
                         ("prm_min", "PRM min step score"), ("prm_sum", "PRM sum of step scores")]:  # fmt: skip
         a, b = summary[f"{name}_first10"], summary[f"{name}_last10"]
         if a is not None:
-            lines.append(f"{label + ' (first/last 10)':36} {_fmt(a):>8} {_fmt(b):>8}")
+            lines.append(f"{label + ' (first/last 10)':40} {_fmt(a):>8} {_fmt(b):>8}")
     lines.append(f"hacking flags raised: {', '.join(summary['hacking_flags']) or 'none'}")
     lines.append(f"written: {run_dir / 'metrics.jsonl'}, {run_dir / 'summary.json'}, {plot}, {run_dir / 'final'}")
     return "\n".join(lines)

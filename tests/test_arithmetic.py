@@ -62,3 +62,28 @@ def test_grading_and_rule_prm():
     assert prm.score([p.prompt], [["2+2=5"]]) == [[-1.0]]
     with pytest.raises(ValueError, match="not a prompt of the arithmetic task"):
         A.parse_prompt("What is 2+2?")
+
+
+def test_corrupted_steps_are_labelled_wrong():
+    p = A.Problem(9, (("-", 2), ("+", 1)))
+    # wrong operation (computed consistently), wrong carried value, a fragment, an early answer
+    assert A.check_steps(p, ["9+2=1", "1+1=2", "The answer is \\boxed{2}."]) == [False, True, True]
+    assert A.check_steps(p, ["9-2=7", "6+1=7"]) == [True, False]
+    assert A.check_steps(p, ["1}."]) == [False]
+    assert A.check_steps(p, ["Let me"]) == [False]  # not one of the filler steps: malformed
+    assert A.check_steps(p, ["9-2=7", "The answer is \\boxed{7}."]) == [True, False]
+    rng = random.Random(0)
+    changed = 0
+    for _ in range(300):
+        q = A.random_problem(rng, CFG)
+        steps, _ = A.sample_solution(q, rng, A.ArithmeticConfig(error_rate=0.0, filler_rate=0.0))
+        corrupted = A.corrupt_solution(q, steps, rng, rate=0.5)
+        labels = A.check_steps(q, corrupted)
+        first = next((k for k, (b, a) in enumerate(zip(steps, corrupted)) if b != a), None)
+        if first is None:
+            assert all(labels)
+            continue
+        changed += 1
+        assert all(labels[:first])  # untouched steps before the first mistake stay correct
+        assert not labels[first]  # and the first changed step is wrong
+    assert changed > 100

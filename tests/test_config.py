@@ -53,3 +53,15 @@ def test_bad_files(tmp_path):
     (tmp_path / "list.yaml").write_text("- 1\n")
     with pytest.raises(ConfigError, match="top level must be a mapping"):
         load_config(tmp_path / "list.yaml")
+
+
+def test_the_default_run_uses_the_shipped_models(monkeypatch, tmp_path):
+    """A fresh machine (empty cache) must not retrain anything for `purerl train` with defaults."""
+    from purerl.builders import policy_path, prm_path
+    from purerl.models import ASSETS
+
+    monkeypatch.setenv("PURERL_CACHE", str(tmp_path))
+    cfg = load_config()
+    assert Path(policy_path(cfg)).parent == ASSETS
+    assert Path(prm_path(cfg)).parent == ASSETS
+    assert not any(tmp_path.iterdir())

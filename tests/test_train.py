@@ -78,3 +78,22 @@ def test_bad_override_is_a_clear_error(tmp_path):
                          text=True, timeout=120, cwd=ROOT)  # fmt: skip
     assert out.returncode == 2
     assert "algo.mode='max'" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_compare_runs_arms_and_writes_a_table(cache, tmp_path):
+    env = {**os.environ, "PURERL_CACHE": str(cache), "OMP_NUM_THREADS": "1"}
+    out = subprocess.run(
+        [sys.executable, "-m", "purerl", "compare", TINY, "run.steps=2", "--seeds", "0", "1",
+         "--arms", "sum", "min", "--out", str(tmp_path)],
+        capture_output=True, text=True, timeout=600, env=env, cwd=ROOT,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stdout + out.stderr
+    table = (tmp_path / "comparison.txt").read_text()
+    assert table.splitlines()[1].startswith("sum") and table.splitlines()[2].startswith("min")
+    assert (tmp_path / "comparison.png").exists()
+    assert sorted(p.name for p in tmp_path.iterdir() if p.is_dir()) == [
+        "min-seed0",
+        "min-seed1",
+        "sum-seed0",
+        "sum-seed1",
+    ]
