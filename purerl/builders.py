@@ -12,26 +12,23 @@ from purerl.tasks import arithmetic
 from purerl.warmstart import warm_start_policy
 
 
-def policy_path(cfg: TrainConfig) -> str:
+def policy_path(cfg: TrainConfig, refresh: bool = False) -> str:
+    """The policy's folder: ``policy.path``, or the built-in warm start (trained when missing)."""
     if cfg.policy.path:
         return cfg.policy.path
-    return str(warm_start_policy(cfg.task, cfg.policy.size, cfg.policy.sft))
+    return str(warm_start_policy(cfg.task, cfg.policy.size, cfg.policy.sft, refresh=refresh))
 
 
-def prm_path(cfg: TrainConfig) -> str:
+def prm_path(cfg: TrainConfig, refresh: bool = False, policy: str | None = None) -> str:
+    """The PRM's folder: ``prm.path``, or the built-in PRM (trained when missing) started from
+    ``policy`` (default: :func:`policy_path`)."""
     if cfg.prm.path:
         return cfg.prm.path
-    init = Path(policy_path(cfg)) if cfg.prm.init_from_policy else None
+    init = Path(policy or policy_path(cfg)) if cfg.prm.init_from_policy else None
     return str(
-        builtin_prm(
-            cfg.task,
-            cfg.prm.size,
-            cfg.prm.train,
-            cfg.prm.data_error_rate,
-            init=init,
-            corrupt_rate=cfg.prm.data_corrupt_rate,
-        )
-    )
+        builtin_prm(cfg.task, cfg.prm.size, cfg.prm.train, cfg.prm.data_error_rate, init=init, refresh=refresh,
+                    corrupt_rate=cfg.prm.data_corrupt_rate)
+    )  # fmt: skip
 
 
 def build_policy(cfg: TrainConfig):

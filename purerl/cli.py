@@ -58,28 +58,8 @@ def _prepare(args: argparse.Namespace) -> str:
     from purerl.models import ASSETS
 
     cfg = load_config(args.config, args.overrides)
-    from purerl.prm.builtin import builtin_prm
-    from purerl.warmstart import warm_start_policy
-
-    policy = (
-        warm_start_policy(cfg.task, cfg.policy.size, cfg.policy.sft, refresh=args.refresh)
-        if not cfg.policy.path
-        else Path(policy_path(cfg))
-    )
-    init = policy if cfg.prm.init_from_policy else None
-    prm = (
-        builtin_prm(
-            cfg.task,
-            cfg.prm.size,
-            cfg.prm.train,
-            cfg.prm.data_error_rate,
-            init=init,
-            refresh=args.refresh,
-            corrupt_rate=cfg.prm.data_corrupt_rate,
-        )
-        if not cfg.prm.path
-        else Path(prm_path(cfg))
-    )
+    policy = Path(policy_path(cfg, refresh=args.refresh))
+    prm = Path(prm_path(cfg, refresh=args.refresh, policy=str(policy)))
     lines = [f"policy: {policy}", f"prm:    {prm}"]
     for folder in (policy, prm):
         for meta in folder.glob("purerl_*.json"):

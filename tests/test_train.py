@@ -97,3 +97,12 @@ def test_compare_runs_arms_and_writes_a_table(cache, tmp_path):
         "sum-seed0",
         "sum-seed1",
     ]
+
+
+def test_prepare_reports_the_built_in_models(cache):
+    env = {**os.environ, "PURERL_CACHE": str(cache), "OMP_NUM_THREADS": "1"}
+    out = subprocess.run([sys.executable, "-m", "purerl", "prepare", TINY], capture_output=True, text=True,
+                         timeout=600, env=env, cwd=ROOT)  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    assert f"policy: {cache}" in out.stdout and f"prm:    {cache}" in out.stdout
+    assert "purerl_warmstart.json" in out.stdout and "step_accuracy" in out.stdout
