@@ -30,8 +30,8 @@ def _launch(config: str | None, overrides: list[str], folder: Path) -> subproces
     folder.mkdir(parents=True, exist_ok=True)
     cmd = [sys.executable, "-m", "purerl", "train", *([config] if config else []), *overrides]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    log = (folder / "train.log").open("w")
-    return subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
+    with (folder / "train.log").open("w") as log:  # the child keeps its own copy of the handle
+        return subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
 
 
 def run_arms(config, overrides, arms, seeds, out: Path, jobs: int = 2) -> dict[str, list[Path]]:
