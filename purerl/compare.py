@@ -15,6 +15,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from purerl.builders import policy_path, prm_path
+from purerl.config import load_config
 from purerl.plots import plot_comparison, read_metrics, series
 from purerl.report import run_summary
 
@@ -110,6 +112,9 @@ def run_comparison(config, overrides, seeds, out_dir, arms=None) -> str:
     unknown = sorted(set(arms) - set(ARMS))
     if unknown:
         raise ValueError(f"unknown arm(s) {unknown}; choose from {list(ARMS)}")
+    # Build the shared models once, so that parallel arms never train the same one at the same time.
+    cfg = load_config(config, list(overrides))
+    prm_path(cfg, policy=policy_path(cfg))
     folders = run_arms(config, list(overrides), arms, seeds, out)
     runs = {arm: [read_metrics(f / "metrics.jsonl") for f in fs] for arm, fs in folders.items()}
     plot = plot_comparison(runs, out / "comparison.png")

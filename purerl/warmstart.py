@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import random
 import shutil
 import time
@@ -117,7 +118,7 @@ def warm_start_policy(
 
     log.info("warm start: %d SFT steps of the built-in policy (cached in %s)", cfg.steps, folder)
     losses = sft(model, tokenizer, sample_pair, cfg)
-    tmp = folder.with_name(folder.name + ".tmp")
+    tmp = folder.with_name(f"{folder.name}.tmp{os.getpid()}")  # concurrent builders never share it
     model.save_pretrained(tmp)
     tokenizer.save_pretrained(tmp)
     meta = {
@@ -128,7 +129,10 @@ def warm_start_policy(
         "final_loss": sum(losses[-20:]) / min(20, len(losses)),
     }
     (tmp / "purerl_warmstart.json").write_text(json.dumps(meta, indent=2))
-    if folder.exists():
+    if refresh and folder.exists():
         shutil.rmtree(folder)
-    tmp.replace(folder)
+    try:
+        tmp.rename(folder)
+    except OSError:  # another process finished the same model first: keep theirs
+        shutil.rmtree(tmp, ignore_errors=True)
     return folder

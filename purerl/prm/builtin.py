@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import random
 import shutil
 import time
@@ -76,12 +77,15 @@ def builtin_prm(
     losses = train_prm(model, tokenizer, sample, cfg, on_step=progress)
     rng = random.Random(10_000 + cfg.seed)
     quality = step_accuracy(TokenClassificationPRM(model, tokenizer), [sample(rng) for _ in range(500)])
-    tmp = folder.with_name(folder.name + ".tmp")
+    tmp = folder.with_name(f"{folder.name}.tmp{os.getpid()}")  # concurrent builders never share it
     model.save_pretrained(tmp)
     tokenizer.save_pretrained(tmp)
     meta = {"seconds": time.time() - start, "final_loss": sum(losses[-20:]) / min(20, len(losses)), **quality}
     (tmp / "purerl_prm.json").write_text(json.dumps(meta, indent=2))
-    if folder.exists():
+    if refresh and folder.exists():
         shutil.rmtree(folder)
-    tmp.replace(folder)
+    try:
+        tmp.rename(folder)
+    except OSError:  # another process finished the same model first: keep theirs
+        shutil.rmtree(tmp, ignore_errors=True)
     return folder
