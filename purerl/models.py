@@ -10,6 +10,7 @@ import hashlib
 import json
 import os
 import random
+import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -59,6 +60,25 @@ def cached_folder(name: str, refresh: bool = False) -> tuple[Path, bool]:
         return shipped, True
     folder = cache_root() / name
     return folder, (folder / "config.json").exists() and not refresh
+
+
+def publish(model, tokenizer, folder: Path, meta_name: str, meta: dict, replace: bool = False) -> Path:
+    """Save a built model into ``folder`` atomically: write beside it, then rename into place.
+
+    Each process writes its own temporary folder, so parallel builders of the same model never
+    collide; if another one finished first, its copy is kept (unless ``replace``).
+    """
+    tmp = folder.with_name(f"{folder.name}.tmp{os.getpid()}")
+    model.save_pretrained(tmp)
+    tokenizer.save_pretrained(tmp)
+    (tmp / meta_name).write_text(json.dumps(meta, indent=2))
+    if replace and folder.exists():
+        shutil.rmtree(folder)
+    try:
+        tmp.rename(folder)
+    except OSError:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return folder
 
 
 def cache_key(*parts: object) -> str:

@@ -6,11 +6,8 @@ held-out accuracy starts well below its ceiling and RL has something to improve.
 
 from __future__ import annotations
 
-import json
 import logging
-import os
 import random
-import shutil
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -18,7 +15,7 @@ from pathlib import Path
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from purerl.models import TinyModelConfig, cache_key, cached_folder, new_policy, task_tokenizer
+from purerl.models import TinyModelConfig, cache_key, cached_folder, new_policy, publish, task_tokenizer
 from purerl.tasks import arithmetic
 
 log = logging.getLogger(__name__)
@@ -118,9 +115,6 @@ def warm_start_policy(
 
     log.info("warm start: %d SFT steps of the built-in policy (cached in %s)", cfg.steps, folder)
     losses = sft(model, tokenizer, sample_pair, cfg)
-    tmp = folder.with_name(f"{folder.name}.tmp{os.getpid()}")  # concurrent builders never share it
-    model.save_pretrained(tmp)
-    tokenizer.save_pretrained(tmp)
     meta = {
         "task": asdict(task),
         "size": asdict(size),
@@ -128,11 +122,4 @@ def warm_start_policy(
         "seconds": time.time() - start,
         "final_loss": sum(losses[-20:]) / min(20, len(losses)),
     }
-    (tmp / "purerl_warmstart.json").write_text(json.dumps(meta, indent=2))
-    if refresh and folder.exists():
-        shutil.rmtree(folder)
-    try:
-        tmp.rename(folder)
-    except OSError:  # another process finished the same model first: keep theirs
-        shutil.rmtree(tmp, ignore_errors=True)
-    return folder
+    return publish(model, tokenizer, folder, "purerl_warmstart.json", meta, replace=refresh)

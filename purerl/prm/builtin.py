@@ -9,16 +9,13 @@ judges arithmetic at all.
 
 from __future__ import annotations
 
-import json
 import logging
-import os
 import random
-import shutil
 import time
 from dataclasses import asdict
 from pathlib import Path
 
-from purerl.models import TinyModelConfig, cache_key, cached_folder, load_prm_model, new_prm, task_tokenizer
+from purerl.models import TinyModelConfig, cache_key, cached_folder, load_prm_model, new_prm, publish, task_tokenizer
 from purerl.prm.token_classification import TokenClassificationPRM
 from purerl.prm.train import PRMTrainConfig, step_accuracy, train_prm
 from purerl.tasks import arithmetic
@@ -77,15 +74,5 @@ def builtin_prm(
     losses = train_prm(model, tokenizer, sample, cfg, on_step=progress)
     rng = random.Random(10_000 + cfg.seed)
     quality = step_accuracy(TokenClassificationPRM(model, tokenizer), [sample(rng) for _ in range(500)])
-    tmp = folder.with_name(f"{folder.name}.tmp{os.getpid()}")  # concurrent builders never share it
-    model.save_pretrained(tmp)
-    tokenizer.save_pretrained(tmp)
     meta = {"seconds": time.time() - start, "final_loss": sum(losses[-20:]) / min(20, len(losses)), **quality}
-    (tmp / "purerl_prm.json").write_text(json.dumps(meta, indent=2))
-    if refresh and folder.exists():
-        shutil.rmtree(folder)
-    try:
-        tmp.rename(folder)
-    except OSError:  # another process finished the same model first: keep theirs
-        shutil.rmtree(tmp, ignore_errors=True)
-    return folder
+    return publish(model, tokenizer, folder, "purerl_prm.json", meta, replace=refresh)
