@@ -118,6 +118,8 @@ class Trainer:
             advantages, returns, kl = self.credit(batch, step_rewards, vr, old_logprobs, ref_logprobs)
         with self.timed("update"):
             update_metrics = self.update(batch.rollout, advantages, old_logprobs, ref_logprobs)
+        if self.step % self.cfg.run.samples_every == 0 or self.step == 1:
+            self.logger.log_samples(self.step, batch, step_rewards)
         return self.metrics(batch, step_rewards, advantages, returns, kl, entropy, update_metrics)
 
     # -------------------------------------------------------------------------------------- phases
@@ -271,8 +273,6 @@ class Trainer:
         flags = self.monitor.update(metrics)
         for flag in flags:
             metrics[f"hack/{flag}"] = 1.0
-        if self.step % self.cfg.run.samples_every == 0 or self.step == 1:
-            self.logger.log_samples(self.step, batch, step_rewards)
         return metrics
 
     @contextmanager

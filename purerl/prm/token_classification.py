@@ -71,7 +71,6 @@ class TokenClassificationPRM:
         device = next(self.model.parameters()).device
         start = 0
         while start < len(order):
-            width = len(items[order[start]][0])
             end = start + 1
             while end < len(order) and len(items[order[end]][0]) * (end - start + 1) <= self.batch_tokens:
                 end += 1
