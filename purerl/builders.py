@@ -24,10 +24,12 @@ def prm_path(cfg: TrainConfig, refresh: bool = False, policy: str | None = None)
     ``policy`` (default: :func:`policy_path`)."""
     if cfg.prm.path:
         return cfg.prm.path
-    init = Path(policy or policy_path(cfg)) if cfg.prm.init_from_policy else None
+    policy_folder = Path(policy or policy_path(cfg))
     return str(
-        builtin_prm(cfg.task, cfg.prm.size, cfg.prm.train, cfg.prm.data_error_rate, init=init, refresh=refresh,
-                    corrupt_rate=cfg.prm.data_corrupt_rate)
+        builtin_prm(cfg.task, cfg.prm.size, cfg.prm.train, cfg.prm.data_error_rate,
+                    init=policy_folder if cfg.prm.init_from_policy else None, refresh=refresh,
+                    corrupt_rate=cfg.prm.data_corrupt_rate, policy=policy_folder,
+                    policy_samples=cfg.prm.data_policy_samples, policy_share=cfg.prm.data_policy_share)
     )  # fmt: skip
 
 

@@ -54,6 +54,12 @@ class PRMConfig:
     data_corrupt_rate: float = 0.2
     """Share of steps given a sampling policy's other mistakes (wrong operation, fragments, early
     answers) in the built-in PRM's training data; 0 gives a PRM with those blind spots."""
+    data_policy_samples: int = 4096
+    """Solutions sampled from the warm-started policy and labelled by the task's checker for the
+    built-in PRM's training data (the PRM800K recipe: label the policy's own samples)."""
+    data_policy_share: float = 0.5
+    """Share of the built-in PRM's training examples drawn from those policy samples; 0: generated
+    solutions only (a PRM with the blind spots of hand-written corruptions)."""
 
 
 @dataclass

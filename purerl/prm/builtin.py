@@ -2,9 +2,10 @@
 
 Like real PRMs (PURE-PRM-7B starts from Qwen2.5-Math-7B), it starts from the warm-started policy's
 weights with a new 2-label head, and is trained in PURE's two stages on solutions of the policy's kind
-(mistakes and filler steps, labelled exactly by the task); so, like real PRMs, it is only as good as
-what it saw. A PRM trained from random weights (``init=None``) needs thousands of steps before it
-judges arithmetic at all.
+(mistakes and filler steps, labelled exactly by the task) and on the warm-started policy's own
+samples, labelled by the task's exact checker (as PRM800K labels a policy's samples); so, like real
+PRMs, it is only as good as what it saw, and a policy that drifts away from it can fool it. A PRM
+trained from random weights (``init=None``) needs thousands of steps before it judges arithmetic.
 """
 
 from __future__ import annotations
@@ -41,6 +42,47 @@ def prm_examples(task: arithmetic.ArithmeticConfig, error_rate: float, corrupt_r
     return sample
 
 
+def policy_examples(policy: Path, task: arithmetic.ArithmeticConfig, n: int, seed: int, batch: int = 128):
+    """``n`` solutions sampled (temperature 1) from the causal LM in ``policy`` on training problems,
+    labelled by the exact checker; responses without any step are dropped."""
+    import torch
+
+    from purerl.models import load_policy
+    from purerl.rollout.hf import generate
+    from purerl.steps import split_steps
+
+    model, tokenizer = load_policy(policy)
+    model.eval()
+    rng = random.Random(f"prm-policy-data-{seed}")
+    torch.manual_seed(seed)
+    examples = []
+    while len(examples) < n:
+        problems = []
+        while len(problems) < batch:
+            p = arithmetic.random_problem(rng, task)
+            if arithmetic.split_of(p, task) == "train":
+                problems.append(p)
+        rollout = generate(model, tokenizer, [p.prompt for p in problems], max_new_tokens=64)
+        texts = tokenizer.batch_decode(rollout.response_ids, skip_special_tokens=True)
+        for p, text in zip(problems, texts):
+            steps = [s.text for s in split_steps(text, arithmetic.SEPARATOR)]
+            if steps:
+                bad = arithmetic.first_bad_chars(p, steps)
+                examples.append((p.prompt, steps, [b is None for b in bad], bad))
+    return examples[:n]
+
+
+def mixed_examples(sample, pool: list, share: float):
+    """A sampler that draws from ``pool`` with probability ``share`` and from ``sample`` otherwise."""
+    if not pool or share <= 0:
+        return sample
+
+    def draw(rng: random.Random):
+        return rng.choice(pool) if rng.random() < share else sample(rng)
+
+    return draw
+
+
 def builtin_prm(
     task: arithmetic.ArithmeticConfig,
     size: TinyModelConfig,
@@ -49,12 +91,19 @@ def builtin_prm(
     init: Path | None = None,
     refresh: bool = False,
     corrupt_rate: float = 0.0,
+    policy: Path | None = None,
+    policy_samples: int = 0,
+    policy_share: float = 0.0,
 ) -> Path:
     """Folder of the built-in PRM (model + tokenizer), trained once per config and cached.
 
     ``init``: a causal LM folder whose backbone the PRM starts from (``size`` is then ignored).
+    ``policy``: a causal LM whose ``policy_samples`` sampled solutions make ``policy_share`` of the
+    training examples (the rest are generated solutions with mistakes).
     """
-    key = cache_key(task, size, cfg, error_rate, init.name if init else None, corrupt_rate or None)
+    own = (policy.name, policy_samples, policy_share) if policy and policy_samples and policy_share else None
+    extra = [own] if own else []
+    key = cache_key(task, size, cfg, error_rate, init.name if init else None, corrupt_rate or None, *extra)
     folder, ready = cached_folder(f"prm-{key}", refresh)
     if ready:
         return folder
@@ -65,6 +114,10 @@ def builtin_prm(
         tokenizer = task_tokenizer(task)
         model = new_prm(tokenizer, size, cfg.seed)
     sample = prm_examples(task, error_rate, corrupt_rate)
+    if own:
+        log.info("sampling %d solutions from %s for the PRM's training data", policy_samples, policy)
+        pool = policy_examples(policy, task, policy_samples, cfg.seed)
+        sample = mixed_examples(sample, pool, policy_share)
     log.info("training the built-in PRM: %d + %d steps (cached in %s)", cfg.head_steps, cfg.full_steps, folder)
 
     def progress(step: int, loss: float) -> None:
@@ -74,5 +127,8 @@ def builtin_prm(
     losses = train_prm(model, tokenizer, sample, cfg, on_step=progress)
     rng = random.Random(10_000 + cfg.seed)
     quality = step_accuracy(TokenClassificationPRM(model, tokenizer), [sample(rng) for _ in range(500)])
+    if own:  # quality on fresh samples of the policy, the data the PRM meets in RL
+        quality.update({f"policy_{k}": v for k, v in step_accuracy(TokenClassificationPRM(model, tokenizer),
+                        policy_examples(policy, task, 500, cfg.seed + 1)).items()})  # fmt: skip
     meta = {"seconds": time.time() - start, "final_loss": sum(losses[-20:]) / min(20, len(losses)), **quality}
     return publish(model, tokenizer, folder, "purerl_prm.json", meta, replace=refresh)

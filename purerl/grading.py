@@ -1,0 +1,208 @@
+"""Verifiable rewards on real math: extract a response's final answer, compare it with the gold answer.
+
+Extraction (:func:`extract_answer`) tries, in the configured order:
+
+- ``boxed``: the content of the last ``\\boxed{...}`` or ``\\fbox{...}`` (nested braces kept whole;
+  ``\\boxed 5`` without braces too);
+- ``answer_is``: the text after the last "answer is" / "answer:" ("The final answer is $\\frac12$.").
+
+Equivalence (:func:`answers_match`) goes through HuggingFace's ``math-verify`` (fractions, radicals,
+decimals, tuples, intervals, matrices, sets, percent, units and ``\\text{}`` / dollar signs stripped),
+after a normalised string comparison that settles text answers ("Monday", "(C)") and exact matches
+quickly. Every math-verify comparison runs in a worker process under a time limit
+(:func:`call_with_timeout`): a pathological expression (``9^{9^{9^9}}``) is graded False with a
+warning instead of hanging training.
+
+:func:`grade` returns ``True`` / ``False``, or ``None`` when the response has no final answer.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import logging
+import multiprocessing
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+log = logging.getLogger(__name__)
+
+EXTRACTORS = ("boxed", "answer_is")
+
+
+@dataclass(frozen=True)
+class GradingConfig:
+    """How responses are graded."""
+
+    extract: tuple[str, ...] = EXTRACTORS
+    """Extractors to try in order (``boxed``, ``answer_is``); the first that finds an answer wins."""
+    timeout: float = 5.0
+    """Seconds one comparison may take; past it the response is graded False (with a warning)."""
+
+
+class GradingTimeout(Exception):
+    """A comparison ran past its time limit."""
+
+
+# ------------------------------------------------------------------------------------ extraction
+
+_BOX = re.compile(r"\\(?:boxed|fbox)\s*(\{)|\\boxed\s+([^\s$]+)")
+
+
+def last_boxed(text: str) -> str | None:
+    """Content of the last ``\\boxed{...}`` / ``\\fbox{...}`` (or ``\\boxed x``) in ``text``.
+
+    >>> last_boxed(r"so $\\boxed{\\frac{1}{2}}$, not \\boxed{3}.")
+    '3'
+    >>> last_boxed(r"\\fbox{\\{1, 2\\}}")
+    '\\\\{1, 2\\\\}'
+    >>> last_boxed("no box") is None
+    True
+    """
+    found = None
+    for m in _BOX.finditer(text):
+        if m.group(2) is not None:
+            found = m.group(2)
+            continue
+        depth, start = 0, m.end(1)
+        for i in range(m.start(1), len(text)):
+            if text[i] == "\\":  # an escaped brace does not open or close a group
+                continue
+            if text[i] == "{" and (i == 0 or text[i - 1] != "\\"):
+                depth += 1
+            elif text[i] == "}" and text[i - 1] != "\\":
+                depth -= 1
+                if depth == 0:
+                    found = text[start:i]
+                    break
+    return found.strip() if found is not None else None
+
+
+_ANSWER_IS = re.compile(r"(?:final answer|answer)\s*(?:is|:)\s*(?::\s*)?(.+)", re.IGNORECASE)
+
+
+def answer_is(text: str) -> str | None:
+    """The answer after the last "answer is" / "answer:" on its line, without dollars or a final period.
+
+    >>> answer_is("Thus the final answer is $\\\\frac{3}{4}$.")
+    '\\\\frac{3}{4}'
+    """
+    matches = list(_ANSWER_IS.finditer(text))
+    if not matches:
+        return None
+    ans = matches[-1].group(1).strip()
+    boxed = last_boxed(ans)
+    if boxed is not None:
+        return boxed
+    ans = ans.split("\n")[0].strip().rstrip(".").strip()
+    if ans.startswith("$") and ans.endswith("$"):
+        ans = ans.strip("$").strip()
+    return ans or None
+
+
+_EXTRACTOR_FNS: dict[str, Callable[[str], str | None]] = {"boxed": last_boxed, "answer_is": answer_is}
+
+
+def extract_answer(text: str, methods: Sequence[str] = EXTRACTORS) -> str | None:
+    """The final answer of ``text`` by the first method in ``methods`` that finds one."""
+    for name in methods:
+        if name not in _EXTRACTOR_FNS:
+            raise ValueError(f"unknown answer extractor {name!r}; choose from {sorted(_EXTRACTOR_FNS)}")
+        ans = _EXTRACTOR_FNS[name](text)
+        if ans:
+            return ans
+    return None
+
+
+# ----------------------------------------------------------------------------------- equivalence
+
+_TEXT = re.compile(r"\\(?:text|textbf|mathrm|mbox)\{([^{}]*)\}")
+
+
+def normalize(ans: str) -> str:
+    """A light normal form for exact comparison: no spaces, ``\\text{}``, dollars, ``\\left``/``\\right``,
+    ``\\!``, ``dfrac``/``tfrac``, trailing period or degree sign.
+
+    >>> normalize(r"\\text{(C)}"), normalize(r"\\dfrac{1}{2}"), normalize("$ 5 $.")
+    ('(C)', '\\\\frac{1}{2}', '5')
+    """
+    s = _TEXT.sub(r"\1", ans)
+    for old, new in (("\\left", ""), ("\\right", ""), ("\\!", ""), ("\\,", ""), ("\\;", ""), ("\\ ", ""),
+                     ("dfrac", "frac"), ("tfrac", "frac"), ("^\\circ", ""), ("^{\\circ}", ""), ("$", "")):  # fmt: skip
+        s = s.replace(old, new)
+    s = re.sub(r"\s+", "", s).rstrip(".")
+    return s
+
+
+def _verify(pred: str, gold: str) -> bool:
+    from math_verify import ExprExtractionConfig, LatexExtractionConfig, parse, verify
+
+    configs = [LatexExtractionConfig(boxed_match_priority=0), ExprExtractionConfig()]
+    gold_parsed = parse(f"\\boxed{{{gold}}}", extraction_config=configs, parsing_timeout=None)
+    pred_parsed = parse(f"\\boxed{{{pred}}}", extraction_config=configs, parsing_timeout=None)
+    if not gold_parsed or not pred_parsed:
+        return False
+    return bool(verify(gold_parsed, pred_parsed, timeout_seconds=None))
+
+
+def answers_match(pred: str, gold: str, timeout: float = 5.0) -> bool:
+    """Whether the extracted answer ``pred`` equals ``gold`` (string form first, then math-verify)."""
+    if normalize(pred) == normalize(gold):
+        return True
+    try:
+        return call_with_timeout(_verify, (pred, gold), timeout)
+    except GradingTimeout:
+        log.warning("grading timed out after %.1f s (graded False): pred %r, gold %r", timeout, pred[:80], gold[:80])
+        return False
+
+
+def grade(response: str, gold: str | Sequence[str], config: GradingConfig = GradingConfig()) -> bool | None:
+    """Grade ``response`` against ``gold`` (several golds: any of them); None when it has no answer."""
+    pred = extract_answer(response, config.extract)
+    if pred is None:
+        return None
+    golds = [gold] if isinstance(gold, str) else list(gold)
+    return any(answers_match(pred, str(g), config.timeout) for g in golds)
+
+
+# ------------------------------------------------------------------------------------ time limit
+
+_pool: concurrent.futures.ProcessPoolExecutor | None = None
+
+
+def _worker_init() -> None:
+    logging.getLogger("math_verify").setLevel(logging.ERROR)  # it warns that its own timeouts are off
+    _verify("1", "1")  # import sympy and math-verify now, not inside the first timed call
+
+
+def _reset_pool() -> None:
+    global _pool
+    if _pool is not None:
+        for proc in list((getattr(_pool, "_processes", None) or {}).values()):
+            proc.kill()
+        _pool.shutdown(wait=False, cancel_futures=True)
+    _pool = None
+
+
+def call_with_timeout(fn: Callable, args: tuple, seconds: float | None):
+    """``fn(*args)`` in a worker process that is killed after ``seconds`` (raises :class:`GradingTimeout`).
+
+    A separate process is the only safe limit: sympy spends its time in C (big-integer powers) where
+    no signal or thread can interrupt it. The worker is forked once and reused (about 0.2 ms a call);
+    a worker that dies (out of memory) is replaced and the call counts as timed out.
+    """
+    global _pool
+    if seconds is None or seconds <= 0:
+        return fn(*args)
+    if _pool is None:
+        import math_verify  # noqa: F401  (imported once here, inherited by the forked worker)
+
+        # fork: the worker needs no re-import of the caller's script (spawn would re-run an unguarded one)
+        ctx = multiprocessing.get_context("fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn")
+        _pool = concurrent.futures.ProcessPoolExecutor(max_workers=1, mp_context=ctx, initializer=_worker_init)
+        _pool.submit(int).result(timeout=120)  # the worker's start-up is not the call's time
+    try:
+        return _pool.submit(fn, *args).result(timeout=seconds)
+    except (concurrent.futures.TimeoutError, concurrent.futures.process.BrokenProcessPool):
+        _reset_pool()
+        raise GradingTimeout from None
