@@ -79,6 +79,120 @@ def _compare(args: argparse.Namespace) -> str:
     return run_comparison(args.config, args.overrides, seeds=args.seeds, out_dir=args.out, arms=args.arms)
 
 
+def _graded_rows(args: argparse.Namespace):
+    """Rows of a responses JSONL with their responses (a list per row) and gold answers."""
+    from purerl.data import DataConfig, DataError, load_examples, read_rows
+
+    rows = read_rows(args.file)
+    examples = load_examples(DataConfig(path=args.file, answer=args.gold), require_answer=True)
+    out = []
+    for n, (row, example) in enumerate(zip(rows, examples)):
+        responses = row.get(args.responses)
+        if responses is None:
+            raise DataError(f"{args.file} row {n}: no field {args.responses!r} (fields: {', '.join(row)})")
+        responses = [responses] if isinstance(responses, str) else list(responses)
+        labels = row.get(args.labels) if args.labels else None
+        if args.labels and labels is None:
+            raise DataError(f"{args.file} row {n}: no field {args.labels!r} (fields: {', '.join(row)})")
+        labels = [labels] if isinstance(labels, bool) else labels
+        if labels is not None and len(labels) != len(responses):
+            raise DataError(f"{args.file} row {n}: {len(labels)} labels for {len(responses)} responses")
+        out.append((row, example, responses, labels))
+    return out
+
+
+def _grade(args: argparse.Namespace) -> str:
+    import json
+
+    from purerl.grading import GradingConfig, extract_answer, grade
+
+    cfg = GradingConfig(extract=tuple(args.extract), timeout=args.timeout)
+    total = correct = missing = agree = labelled = 0
+    disagreements = []
+    graded_rows = []
+    for row, example, responses, labels in _graded_rows(args):
+        grades = [grade(r, example.gold, cfg) for r in responses]
+        total += len(grades)
+        correct += sum(g is True for g in grades)
+        missing += sum(g is None for g in grades)
+        if labels is not None:
+            for i, (g, lab) in enumerate(zip(grades, labels)):
+                labelled += 1
+                agree += bool(g) == bool(lab)
+                if bool(g) != bool(lab):
+                    answer = extract_answer(responses[i], cfg.extract)
+                    disagreements.append(
+                        f"  row {example.row} response {i}: gold {example.gold}, answer {answer!r}, "
+                        f"ours {g}, label {lab}"
+                    )
+        graded_rows.append({**row, "purerl_grade": grades})
+    if args.out:
+        with open(args.out, "w") as f:
+            f.writelines(json.dumps(r) + "\n" for r in graded_rows)
+    lines = [
+        f"file        {args.file}",
+        f"responses   {total}",
+        f"correct     {correct} ({100 * correct / total:.1f}%)",
+        f"no answer   {missing} ({100 * missing / total:.1f}%)",
+    ]
+    if labelled:
+        lines.append(f"agreement   {agree} / {labelled} ({100 * agree / labelled:.2f}%) with field {args.labels!r}")
+        lines += disagreements
+    return "\n".join(lines)
+
+
+def _bon(args: argparse.Namespace) -> str:
+    import json
+
+    from purerl.bon import AGGREGATIONS, bon_accuracy, format_table, make_question
+    from purerl.grading import grade
+    from purerl.steps import split_steps
+
+    rows = _graded_rows(args)
+    step_scores = [None] * len(rows)
+    methods = ["majority"]
+    if args.outcome:
+        methods.append("score")
+    prm = None
+    if args.prm:
+        from purerl.models import load_prm_model
+        from purerl.prm import PRMS
+
+        model, tokenizer = load_prm_model(args.prm)
+        prm = PRMS[args.prm_kind](model.eval(), tokenizer)
+        methods += list(AGGREGATIONS) + [f"weighted_{a}" for a in AGGREGATIONS]
+    questions = []
+    for k, (row, example, responses, labels) in enumerate(rows):
+        if prm is not None:
+            steps = [[s.text for s in split_steps(r, args.separator)] for r in responses]
+            step_scores[k] = prm.score([example.question] * len(responses), steps)
+        correct = labels if labels is not None else [bool(grade(r, example.gold)) for r in responses]
+        outcome = None
+        if args.outcome:
+            values = row.get(args.outcome)
+            if values is None or len(values) != len(responses):
+                raise ValueError(f"{args.file} row {example.row}: field {args.outcome!r} needs one score per response")
+            outcome = [v[0] if isinstance(v, list) else v for v in values]  # [[3.5], ...] or [3.5, ...]
+        questions.append(make_question(responses, correct, step_scores[k], outcome))
+    table = bon_accuracy(questions, methods, prm.score_range if prm else (-1.0, 1.0))
+    if args.out:
+        with open(args.out, "w") as f:
+            json.dump({"questions": len(questions), "accuracy": table}, f, indent=2)
+    return f"{len(questions)} questions; accuracy (%) of the pick among N responses\n" + format_table(table)
+
+
+def _eval(args: argparse.Namespace) -> str:
+    from purerl.evaluate import EvalConfig, run_eval
+
+    cfg = EvalConfig(policy=args.policy, dtype=args.dtype, device=args.device, benchmarks=args.benchmarks,
+                     limit=args.limit, template=args.template, max_new_tokens=args.max_new_tokens,
+                     batch_size=args.batch_size, greedy=not args.no_greedy, samples=args.samples,
+                     temperature=args.temperature, seed=args.seed, out=args.out, threads=args.threads)  # fmt: skip
+    if args.data_dir:
+        cfg.data_dir = args.data_dir
+    return run_eval(cfg)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="purerl",
@@ -132,6 +246,51 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("--out", default="runs/compare", help="folder of the arms' runs, the plot and table")
     compare.add_argument("--arms", nargs="+", default=None, help="arms to run (default: sum min vr min+vr)")
     compare.set_defaults(run=_compare)
+
+    def responses_file(p, what: str) -> None:
+        p.add_argument("file", help=f"a JSONL (or JSON / parquet) of {what}")
+        p.add_argument("--responses", default="response", help="field of the response(s): a string or a list")
+        p.add_argument(
+            "--gold",
+            nargs="+",
+            default=["answer", "gt", "final_answer", "last_boxed:solution"],
+            help="field spec(s) of the gold answer, first present wins (last_boxed:FIELD allowed)",
+        )
+        p.add_argument("--labels", help="field of given grades (a bool or a list of bools) to compare or use")
+        p.add_argument("--out", help="write the results here")
+
+    grade_cmd = sub.add_parser("grade", help="grade responses against gold answers (math-verify)")
+    responses_file(grade_cmd, "responses with gold answers")
+    grade_cmd.add_argument("--extract", nargs="+", default=["boxed", "answer_is"], help="answer extractors, in order")
+    grade_cmd.add_argument("--timeout", type=float, default=5.0, help="seconds one comparison may take")
+    grade_cmd.set_defaults(run=_grade)
+
+    bon = sub.add_parser("bon", help="Best-of-N: accuracy of PRM / outcome-score / vote picks for N = 1, 2, 4, ...")
+    responses_file(bon, "questions, each with several sampled responses")
+    bon.add_argument("--outcome", help="field of an outcome score per response (e.g. pred_score)")
+    bon.add_argument("--prm", help="a PRM folder or hub id: rank by its step scores")
+    bon.add_argument("--prm-kind", default="token_classification", help="PRM adapter (default token_classification)")
+    bon.add_argument("--separator", default="\n\n", help="step separator of the responses")
+    bon.set_defaults(run=_bon)
+
+    ev = sub.add_parser("eval", help="greedy pass@1 and sampled avg@k / pass@k on math benchmarks")
+    ev.add_argument("--policy", default="smollm2-135m-instruct", help="folder, hub id, .gguf file or known name")
+    ev.add_argument("--benchmarks", nargs="+", default=["math500"],
+                    help="math500 minerva_math olympiadbench aime24 amc23, or dataset files")  # fmt: skip
+    ev.add_argument("--data-dir", help="folder of <benchmark>.jsonl (default: ../shared/data/benchmarks)")
+    ev.add_argument("--limit", type=int, help="first N problems of each benchmark")
+    ev.add_argument("--template", default="chat", help="qwen_math_cot, chat, plain or raw")
+    ev.add_argument("--max-new-tokens", type=int, default=1024)
+    ev.add_argument("--batch-size", type=int, default=16)
+    ev.add_argument("--no-greedy", action="store_true", help="skip the greedy pass@1 run")
+    ev.add_argument("--samples", type=int, default=0, help="sampled responses per problem (avg@k, pass@k)")
+    ev.add_argument("--temperature", type=float, default=1.0)
+    ev.add_argument("--dtype", default="float32")
+    ev.add_argument("--device", default="cpu")
+    ev.add_argument("--seed", type=int, default=0)
+    ev.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: default)")
+    ev.add_argument("--out", default="runs/eval", help="folder of responses.jsonl, results.csv / .json")
+    ev.set_defaults(run=_eval)
 
     steps = sub.add_parser("steps", help="split a response into steps (and locate their last tokens)")
     steps.add_argument("file", help="text file holding one response, or - for standard input")

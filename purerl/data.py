@@ -174,7 +174,7 @@ def load_examples(cfg: DataConfig, require_answer: bool = False) -> list[MathExa
                 "set data.answer to the field that holds it (or last_boxed:<field>)"
             )
         meta = {k: v for k, v in row.items() if isinstance(v, str | int | float | bool) and len(str(v)) < 200}
-        examples.append(MathExample(question.strip(), answer, ref, n, meta))
+        examples.append(MathExample(question, answer, ref, n, meta))  # verbatim: templates decide
     return examples
 
 

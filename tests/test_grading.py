@@ -122,11 +122,17 @@ def test_call_with_timeout_runs_and_stops_real_calls():
 @pytest.mark.skipif(not GRADED.exists(), reason=f"shared data not found at {GRADED}")
 def test_agreement_with_the_qwen_math_grader_on_800_real_responses():
     rows = [json.loads(line) for line in GRADED.read_text().splitlines()]
-    disagreements = []
+    disagreements = {"gt": [], "answer": []}
     for row in rows:
         for i, (response, label) in enumerate(zip(row["response"], row["score"])):
-            if bool(grade(response, row["gt"])) != label:
-                disagreements.append((row["idx"], i))
+            for gold in disagreements:
+                if bool(grade(response, row[gold])) != label:
+                    disagreements[gold].append((row["idx"], i))
     assert len(rows) * 8 == 800
-    # the one disagreement: gold "10{,}000", response \boxed{10000}; the Qwen grader says False, it is right
-    assert disagreements == [(72, 7)]
+    # against the gold the grader saw (`gt`), one disagreement: gold "10{,}000", response \boxed{10000};
+    # the Qwen grader says False, we say True, and we are right
+    assert disagreements["gt"] == [(72, 7)]
+    # against MATH's own answer (`answer`) also question 3: the grader's `gt` is the mangled "4:30p.."
+    # and it marked all 8 responses (\boxed{4:30 \text{ p.m.}}) wrong; against "\text{4:30 p.m.}" we
+    # say True, and we are right
+    assert disagreements["answer"] == [(3, i) for i in range(8)] + [(72, 7)]

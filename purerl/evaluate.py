@@ -1,0 +1,197 @@
+"""`purerl eval`: greedy pass@1 and sampled avg@k / pass@k of a policy on math benchmarks.
+
+Every response is appended to ``<out>/responses.jsonl`` as soon as its batch finishes (with its
+extracted answer and grade), so a crashed or stopped evaluation loses at most the batch in flight:
+running the same command again skips what is already there. At the end: ``results.json``,
+``results.csv`` and a table like the PURE paper's Table 2 (one column per benchmark and their mean).
+
+pass@k uses the unbiased estimator ``1 - C(n - c, k) / C(n, k)`` (Chen et al., 2021) over ``n``
+samples with ``c`` correct; avg@k is the mean accuracy of the samples.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import math
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+
+from purerl.data import DataConfig, benchmark_path, load_examples
+from purerl.grading import GradingConfig, extract_answer, grade
+from purerl.prompts import format_prompt
+
+log = logging.getLogger(__name__)
+
+DEFAULT_DATA_DIR = str(Path(__file__).resolve().parents[1].parent / "shared" / "data" / "benchmarks")
+
+
+@dataclass
+class EvalConfig:
+    """What to evaluate and how."""
+
+    policy: str = "smollm2-135m-instruct"
+    """A folder, hub id, ``.gguf`` file or known model name (see ``purerl.models.KNOWN_MODELS``)."""
+    dtype: str = "float32"
+    device: str = "cpu"
+    benchmarks: list[str] = field(default_factory=lambda: ["math500"])
+    """Benchmark names (``<data_dir>/<name>.jsonl``) or dataset files."""
+    data_dir: str = DEFAULT_DATA_DIR
+    limit: int | None = None
+    """First N problems of each benchmark (None: all)."""
+    template: str = "chat"
+    """Prompt template (``purerl.prompts.TEMPLATES``)."""
+    max_new_tokens: int = 1024
+    batch_size: int = 16
+    greedy: bool = True
+    """Greedy decoding, one response per problem (pass@1)."""
+    samples: int = 0
+    """Sampled responses per problem for avg@k / pass@k (0: none)."""
+    temperature: float = 1.0
+    seed: int = 0
+    out: str = "runs/eval"
+    threads: int = 0
+    """torch CPU threads (0: torch's default)."""
+
+
+def pass_at_k(n: int, c: int, k: int) -> float:
+    """Unbiased pass@k from ``n`` samples with ``c`` correct.
+
+    >>> pass_at_k(4, 1, 1), pass_at_k(4, 1, 4), round(pass_at_k(4, 1, 2), 4)
+    (0.25, 1.0, 0.5)
+    """
+    if n - c < k:
+        return 1.0
+    return 1.0 - math.comb(n - c, k) / math.comb(n, k)
+
+
+def _read_done(path: Path) -> list[dict]:
+    if not path.exists():
+        return []
+    rows = []
+    for line in path.read_text().splitlines():
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError:  # a line cut by a crash mid-write: dropped, redone
+            break
+    return rows
+
+
+def run_eval(cfg: EvalConfig) -> str:
+    """Evaluate, write the files, and return the table."""
+    from purerl.models import load_policy
+    from purerl.rollout.hf import generate
+
+    if not cfg.greedy and cfg.samples <= 0:
+        raise ValueError("nothing to evaluate: set greedy or samples > 0")
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "config.json").write_text(json.dumps(asdict(cfg), indent=2))
+    benches = {}
+    for name in cfg.benchmarks:
+        path = benchmark_path(name, cfg.data_dir)
+        benches[Path(name).stem] = load_examples(DataConfig(path=str(path), limit=cfg.limit), require_answer=True)
+    records_path = out / "responses.jsonl"
+    done = _read_done(records_path)
+    with records_path.open("w") as f:  # rewrite without a cut last line
+        f.writelines(json.dumps(r) + "\n" for r in done)
+    seen = {(r["benchmark"], r["row"], r["mode"], r["sample"]) for r in done}
+    todo = []
+    for bench, examples in benches.items():
+        for e in examples:
+            jobs = ([("greedy", 0)] if cfg.greedy else []) + [("sample", i) for i in range(cfg.samples)]
+            todo += [(bench, e, mode, i) for mode, i in jobs if (bench, e.row, mode, i) not in seen]
+    log.info("%d responses to generate (%d already in %s)", len(todo), len(done), records_path)
+    model = tokenizer = None
+    tokens = seconds = 0.0
+    grading = GradingConfig()
+    for mode in ("greedy", "sample"):
+        jobs = [j for j in todo if j[2] == mode]
+        for start in range(0, len(jobs), cfg.batch_size):
+            if model is None:
+                model, tokenizer = load_policy(cfg.policy, dtype=cfg.dtype, device=cfg.device)
+                model.eval()
+            batch = jobs[start : start + cfg.batch_size]
+            torch.manual_seed(cfg.seed * 1_000_003 + len(done) + start)
+            prompts = [format_prompt(e.question, cfg.template, tokenizer) for _, e, _, _ in batch]
+            t0 = time.time()
+            rollout = generate(model, tokenizer, prompts, max_new_tokens=cfg.max_new_tokens,
+                               temperature=cfg.temperature, greedy=mode == "greedy")  # fmt: skip
+            seconds += time.time() - t0
+            tokens += rollout.response_mask.sum().item()
+            texts = tokenizer.batch_decode(rollout.response_ids, skip_special_tokens=True)
+            with records_path.open("a") as f:
+                for (bench, e, _, i), text, cut in zip(batch, texts, rollout.truncated.tolist()):
+                    rec = {
+                        "benchmark": bench,
+                        "row": e.row,
+                        "mode": mode,
+                        "sample": i,
+                        "gold": e.gold,
+                        "answer": extract_answer(text, grading.extract),
+                        "correct": bool(grade(text, e.gold, grading)),
+                        "truncated": cut,
+                        "response": text,
+                    }
+                    f.write(json.dumps(rec) + "\n")
+                    done.append(rec)
+                f.flush()
+                os.fsync(f.fileno())
+            log.info("%s: %d / %d responses (%.1f tokens/s)", mode, start + len(batch), len(jobs), tokens / seconds)
+    results = summarize(done, list(benches), cfg.samples)
+    results["tokens_per_second"] = tokens / seconds if seconds else None
+    (out / "results.json").write_text(json.dumps(results, indent=2))
+    with (out / "results.csv").open("w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["metric", *benches, "avg"])
+        for metric, row in results["table"].items():
+            w.writerow([metric, *(_fmt(row.get(b)) for b in benches), _fmt(row.get("avg"))])
+    return format_results(results, list(benches))
+
+
+def _fmt(x: float | None) -> str:
+    return "" if x is None else f"{100 * x:.1f}"
+
+
+def summarize(records: list[dict], benches: list[str], samples: int) -> dict:
+    """``{"table": {metric: {benchmark: value, "avg": mean}}, "counts": {...}}`` from response records."""
+    table: dict[str, dict[str, float]] = {}
+    counts = {}
+    for bench in benches:
+        rows = [r for r in records if r["benchmark"] == bench]
+        greedy = [r["correct"] for r in rows if r["mode"] == "greedy"]
+        counts[bench] = {"problems": len({r["row"] for r in rows}), "greedy": len(greedy)}
+        if greedy:
+            table.setdefault("greedy pass@1", {})[bench] = sum(greedy) / len(greedy)
+        by_row: dict[int, list[bool]] = {}
+        for r in rows:
+            if r["mode"] == "sample":
+                by_row.setdefault(r["row"], []).append(r["correct"])
+        if by_row:
+            n = min(len(v) for v in by_row.values())
+            table.setdefault(f"avg@{n}", {})[bench] = sum(sum(v[:n]) / n for v in by_row.values()) / len(by_row)
+            table.setdefault(f"pass@{n}", {})[bench] = sum(pass_at_k(n, sum(v[:n]), n) for v in by_row.values()) / len(
+                by_row
+            )
+    for row in table.values():
+        row["avg"] = sum(row.values()) / len(row)
+    return {"table": table, "counts": counts}
+
+
+def format_results(results: dict, benches: list[str]) -> str:
+    header = "metric".ljust(16) + "".join(b[:14].rjust(15) for b in [*benches, "avg"])
+    lines = [header]
+    for metric, row in results["table"].items():
+        lines.append(metric.ljust(16) + "".join(_fmt(row.get(b)).rjust(15) for b in [*benches, "avg"]))
+    counts = ", ".join(f"{b}: {c['problems']} problems" for b, c in results["counts"].items())
+    lines.append(f"({counts}; accuracy in %)")
+    if results.get("tokens_per_second"):
+        lines.append(f"generation: {results['tokens_per_second']:.1f} tokens/s")
+    return "\n".join(lines)
