@@ -180,6 +180,10 @@ def load_policy(path: str | Path, *, gguf_file: str | None = None, dtype: str | 
         cached = cache_root() / f"gguf-{key}"
         if not (cached / "config.json").exists():
             model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=gguf, dtype=torch_dtype)
+            # the weights are dequantised already; drop the GGUF marks so that the model saves as usual
+            model.hf_quantizer, model.is_quantized, model.quantization_method = None, False, None
+            if hasattr(model.config, "quantization_config"):
+                del model.config.quantization_config
             tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=gguf)
             publish(model, tokenizer, cached, "purerl_gguf.json", {"source": str(source), "dtype": str(torch_dtype)})
         folder = str(cached)

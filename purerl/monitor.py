@@ -73,7 +73,8 @@ def response_metrics(
         "response/repetition": _mean([repetition_score(s) for s in steps]),
     }
     if step_scores is not None and transformed is not None:
-        scored = [row for row in step_scores if row]
+        scored = [[x for x in row if x == x] for row in step_scores]  # drop NaN: steps the PRM never saw
+        scored = [row for row in scored if row]
         metrics["prm/min_raw"] = _mean([min(row) for row in scored])
         metrics["prm/sum_raw"] = _mean([sum(row) for row in scored])
         metrics["prm/sum_transformed"] = transformed.sum(-1).mean().item()

@@ -156,6 +156,10 @@ class Trainer:
         if algo.reward in ("prm", "prm+vr"):
             batch.step_scores = self.prm.score(batch.prompts, batch.steps.steps)
             step_rewards = batch.steps.pack(batch.step_scores)
+            unscored = torch.isnan(step_rewards)  # steps cut off at the PRM's length limit: masked
+            if unscored.any():
+                batch.steps.step_mask = batch.steps.step_mask & ~unscored
+                step_rewards = step_rewards.nan_to_num(0.0)
         vr = None
         if algo.reward in ("vr", "prm+vr"):
             fraction = 1.0 if algo.reward == "vr" else algo.vr_fraction
@@ -260,6 +264,8 @@ class Trainer:
             truncated=batch.rollout.truncated,
         )  # fmt: skip
         metrics.update(update_metrics)
+        if hasattr(self.prm, "truncated"):
+            metrics["prm/truncated_inputs"] = float(self.prm.truncated)
         metrics.update(tensor_stats("advantages", advantages, mask))
         metrics.update(tensor_stats("returns", returns, mask))
         metrics["actor/entropy"] = masked_mean(entropy, mask).item()

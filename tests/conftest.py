@@ -40,3 +40,15 @@ def bpe_tokenizer(tmp_path_factory):
 def merged_bpe_tokenizer(tmp_path_factory):
     """Byte-level BPE whose merges cross whitespace: tokens like ".\\n\\nAdd" span two steps."""
     return _saved_and_loaded(tmp_path_factory, "bpe_merged", merge_across_whitespace=True)
+
+
+@pytest.fixture(scope="session")
+def prm_folder(tmp_path_factory, bpe_tokenizer):
+    """A tiny random token-classification PRM saved like a downloaded one, with the GPT-2 style tokenizer."""
+    from purerl.models import TinyModelConfig, new_prm
+
+    folder = tmp_path_factory.mktemp("prm")
+    size = TinyModelConfig(hidden_size=32, num_layers=1, intermediate_size=64)
+    new_prm(bpe_tokenizer, size, seed=0).save_pretrained(folder)
+    bpe_tokenizer.save_pretrained(folder)
+    return folder

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import random
 
 import pytest
@@ -13,15 +14,6 @@ from purerl.prm.builtin import prm_examples
 from purerl.prm.token_classification import TokenClassificationPRM, build_prm_inputs
 from purerl.prm.train import PRMTrainConfig, _batch, train_prm
 from purerl.tasks import arithmetic as A
-
-
-@pytest.fixture(scope="module")
-def prm_folder(tmp_path_factory, bpe_tokenizer):
-    folder = tmp_path_factory.mktemp("prm")
-    size = TinyModelConfig(hidden_size=32, num_layers=1, intermediate_size=64)
-    new_prm(bpe_tokenizer, size, seed=0).save_pretrained(folder)
-    bpe_tokenizer.save_pretrained(folder)
-    return folder
 
 
 def test_scores_match_a_hand_computation_from_logits(prm_folder):
@@ -50,7 +42,9 @@ def test_inputs_longer_than_the_limit_are_cut_and_counted(prm_folder, caplog):
     prm = TokenClassificationPRM(model, tokenizer, max_length=24)
     steps = [[f"{k}+1={k + 1}" for k in range(8)]]
     scores = prm.score(["Q: 0 +1 (mod 10)\nA:\n"], steps)
-    assert 0 < len(scores[0]) < 8
+    assert len(scores[0]) == 8  # one entry per step; the steps cut off are NaN (no score, masked)
+    scored = [not math.isnan(s) for s in scores[0]]
+    assert scored[0] and not scored[-1] and scored == sorted(scored, reverse=True)
     assert prm.truncated == 1 and "cut to 24" in caplog.text
 
 

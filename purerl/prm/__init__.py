@@ -35,4 +35,4 @@ def register(name: str):
 
 
 # Adapters register themselves on import.
-from purerl.prm import rule, token_classification  # noqa: E402, F401
+from purerl.prm import math_shepherd, qwen, rule, token_classification  # noqa: E402, F401

@@ -7,14 +7,12 @@ separately and concatenated, so a step never merges with its separator into one 
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Sequence
 
 import torch
 
 from purerl.prm import register
-
-log = logging.getLogger(__name__)
+from purerl.prm.batching import Truncation, bucketed_scores
 
 
 def build_prm_inputs(
@@ -40,7 +38,7 @@ def build_prm_inputs(
 
 @register("token_classification")
 class TokenClassificationPRM:
-    """A ``*ForTokenClassification`` model with 2 labels (1 = correct step)."""
+    """A ``*ForTokenClassification`` model with 2 labels (1 = correct step); scores in [-1, 1]."""
 
     score_range = (-1.0, 1.0)
 
@@ -51,40 +49,21 @@ class TokenClassificationPRM:
         self.tokenizer = tokenizer
         self.separator = separator
         self.batch_tokens = batch_tokens
-        self.max_length = max_length or getattr(model.config, "max_position_embeddings", None)
-        self.truncated = 0  # responses whose input was cut at max_length, over this PRM's lifetime
+        self.truncation = Truncation(max_length or getattr(model.config, "max_position_embeddings", None))
 
-    @torch.no_grad()
+    @property
+    def truncated(self) -> int:
+        """Inputs cut at the length limit over this PRM's lifetime."""
+        return self.truncation.count
+
     def score(self, prompts: Sequence[str], steps: Sequence[Sequence[str]]) -> list[list[float]]:
         items = []
         for prompt, row in zip(prompts, steps):
             ids, markers, _ = build_prm_inputs(self.tokenizer, prompt, row, self.separator)
-            if self.max_length and len(ids) > self.max_length:
-                self.truncated += 1
-                log.warning("PRM input of %d tokens cut to %d; steps past it get no score", len(ids), self.max_length)
-                ids = ids[: self.max_length]
-                markers = [m for m in markers if m < self.max_length]
-            items.append((ids, markers))
-        scores: list[list[float]] = [[] for _ in items]
-        # Bucket by length so that one long response does not pad a whole batch.
-        order = sorted(range(len(items)), key=lambda i: len(items[i][0]))
-        device = next(self.model.parameters()).device
-        start = 0
-        while start < len(order):
-            end = start + 1
-            while end < len(order) and len(items[order[end]][0]) * (end - start + 1) <= self.batch_tokens:
-                end += 1
-            chunk = order[start:end]
-            width = max(len(items[i][0]) for i in chunk)
-            ids = torch.full((len(chunk), max(width, 1)), self.tokenizer.pad_token_id, dtype=torch.long)
-            mask = torch.zeros_like(ids)
-            for row, i in enumerate(chunk):
-                seq = items[i][0]
-                ids[row, : len(seq)] = torch.tensor(seq)
-                mask[row, : len(seq)] = 1
-            probs = self.model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits.float().softmax(-1)
-            diff = (probs[..., 1] - probs[..., 0]).cpu()
-            for row, i in enumerate(chunk):
-                scores[i] = diff[row, items[i][1]].tolist()
-            start = end
-        return scores
+            items.append(self.truncation(ids, markers))
+        return bucketed_scores(self.model, items, self.tokenizer.pad_token_id, self.batch_tokens, _p1_minus_p0)
+
+
+def _p1_minus_p0(logits: torch.Tensor) -> torch.Tensor:
+    probs = logits.softmax(-1)
+    return probs[..., 1] - probs[..., 0]
