@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from purerl.config import TrainConfig
-from purerl.models import load_policy, load_prm_model
+from purerl.models import load_policy, load_prm_model, torch_dtype_of
 from purerl.prm import PRMS
 from purerl.prm.builtin import builtin_prm
 from purerl.tasks import arithmetic
@@ -34,14 +34,33 @@ def prm_path(cfg: TrainConfig, refresh: bool = False, policy: str | None = None)
 
 
 def build_policy(cfg: TrainConfig):
-    """``(model, tokenizer)`` of the policy, in eval mode."""
-    model, tokenizer = load_policy(policy_path(cfg))
+    """``(model, tokenizer)`` of the policy, in eval mode; with ``lora_rank`` a peft model whose
+    base weights are frozen."""
+    p = cfg.policy
+    model, tokenizer = load_policy(policy_path(cfg), dtype=p.dtype, trust_remote_code=p.trust_remote_code)
+    if p.lora_rank > 0:
+        from peft import LoraConfig, get_peft_model
+
+        lora = LoraConfig(r=p.lora_rank, lora_alpha=p.lora_alpha, target_modules=list(p.lora_targets),
+                          lora_dropout=0.0, task_type="CAUSAL_LM")  # fmt: skip
+        model = get_peft_model(model, lora)
     return model.eval(), tokenizer
 
 
 def build_prm(cfg: TrainConfig, policy_tokenizer):
     """The PRM named by ``cfg.prm.kind``."""
-    if cfg.prm.kind == "rule":
+    p = cfg.prm
+    if p.kind == "rule":
         return PRMS["rule"](arithmetic.rule_checker)
-    model, tokenizer = load_prm_model(prm_path(cfg))
-    return PRMS[cfg.prm.kind](model, tokenizer)
+    if p.kind == "math_shepherd":
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        path = prm_path(cfg)
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=torch_dtype_of(p.dtype), use_safetensors=True,
+                                                     trust_remote_code=p.trust_remote_code)  # fmt: skip
+        tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=p.trust_remote_code)
+        return PRMS["math_shepherd"](model, tokenizer, score_map=p.score_map)
+    model, tokenizer = load_prm_model(prm_path(cfg), dtype=p.dtype, trust_remote_code=p.trust_remote_code)
+    if p.kind == "qwen_prm":
+        return PRMS["qwen_prm"](model, tokenizer, score_map=p.score_map)
+    return PRMS[p.kind](model, tokenizer)

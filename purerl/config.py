@@ -28,7 +28,19 @@ class PolicyConfig:
     """The policy being trained."""
 
     path: str | None = None
-    """A local folder or hub id of a causal LM; None: the built-in task's warm-started tiny Llama."""
+    """A local folder, hub id, ``.gguf`` file or known name (``smollm2-135m-instruct``) of a causal LM;
+    None: the built-in task's warm-started tiny Llama."""
+    dtype: str = "float32"
+    """Weights dtype (``float32``, ``bfloat16``, ``float16``); GGUF files are dequantised to it."""
+    trust_remote_code: bool = False
+    """Run a hub model's own Python code (off unless you trust it)."""
+    lora_rank: int = 0
+    """LoRA rank through peft (0: train all weights). With LoRA the reference policy is the base
+    weights with the adapter switched off: no second copy of the model in memory."""
+    lora_alpha: int = 16
+    """LoRA scaling numerator."""
+    lora_targets: list[str] = field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"])
+    """Module names that get LoRA adapters."""
     size: TinyModelConfig = field(default_factory=TinyModelConfig)
     """Size of the built-in policy (ignored with ``path``)."""
     sft: SFTConfig = field(default_factory=SFTConfig)
@@ -40,9 +52,17 @@ class PRMConfig:
     """The process reward model."""
 
     kind: str = "token_classification"
-    """Adapter: ``token_classification`` (a learned PRM) or ``rule`` (the task's exact step checker)."""
+    """Adapter: ``token_classification`` (PURE-PRM / TRL PRMTrainer models), ``qwen_prm``
+    (Qwen2.5-Math-PRM), ``math_shepherd`` or ``rule`` (the built-in task's exact step checker)."""
     path: str | None = None
-    """Folder of a token-classification PRM; None: the built-in task's PRM (trained once, cached)."""
+    """Folder or hub id of the PRM; None: the built-in task's PRM (trained once, cached)."""
+    score_map: str = "none"
+    """``affine`` maps [0, 1] scores (qwen_prm, math_shepherd) to [-1, 1] so min-form sees failing
+    steps as negative; ``none`` keeps the format's range (see docs/prm-formats.md)."""
+    dtype: str = "float32"
+    """Weights dtype of the PRM."""
+    trust_remote_code: bool = False
+    """Run the PRM's own Python code (Qwen2.5-Math-PRM ships its model class as remote code)."""
     init_from_policy: bool = True
     """Start the built-in PRM from the warm-started policy's weights (as real PRMs start from an LM)."""
     size: TinyModelConfig = field(default_factory=lambda: TinyModelConfig(num_layers=2))
@@ -74,6 +94,12 @@ class RolloutConfig:
     """Length cap of a response (N in the baseline's normalisation)."""
     temperature: float = 1.0
     """Sampling temperature."""
+    template: str = "raw"
+    """How a problem becomes the policy's prompt (``purerl.prompts``): ``raw`` (the built-in task's
+    text), ``chat`` (the model's chat template), ``qwen_math_cot`` or ``plain``."""
+    system: str | None = None
+    """System message of the ``chat`` / ``qwen_math_cot`` templates (None: "Please reason step by
+    step, and put your final answer within \\boxed{}.")."""
 
 
 @dataclass
@@ -158,7 +184,9 @@ CHOICES = {
     "algo.reward": ("prm", "vr", "prm+vr"),
     "algo.mode": ("min", "soft_min", "sum"),
     "algo.kl_estimator": ("k1", "k2", "k3", "low_var_kl"),
-    "prm.kind": ("token_classification", "rule"),
+    "prm.kind": ("token_classification", "qwen_prm", "math_shepherd", "rule"),
+    "prm.score_map": ("none", "affine"),
+    "rollout.template": ("raw", "chat", "qwen_math_cot", "plain"),
 }
 
 

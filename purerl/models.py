@@ -153,7 +153,7 @@ def resolve_model(path: str | Path, gguf_file: str | None = None) -> tuple[str, 
     return spec, gguf_file
 
 
-def _dtype(name: str | None):
+def torch_dtype_of(name: str | None):
     import torch
 
     if name in (None, "auto"):
@@ -172,7 +172,7 @@ def load_policy(path: str | Path, *, gguf_file: str | None = None, dtype: str | 
     slow conversion runs once. ``trust_remote_code`` stays off unless asked for.
     """
     folder, gguf = resolve_model(path, gguf_file)
-    torch_dtype = _dtype(dtype)
+    torch_dtype = torch_dtype_of(dtype)
     if gguf is not None:
         source = Path(folder) / gguf
         stat = source.stat() if source.exists() else None
@@ -200,6 +200,6 @@ def load_prm_model(path: str | Path, *, dtype: str | None = None, device: str = 
                    **kwargs):  # fmt: skip
     """``(model, tokenizer)`` of a token-classification PRM from a local folder or hub id (safetensors)."""
     model = AutoModelForTokenClassification.from_pretrained(
-        path, dtype=_dtype(dtype), use_safetensors=True, trust_remote_code=trust_remote_code, **kwargs
+        path, dtype=torch_dtype_of(dtype), use_safetensors=True, trust_remote_code=trust_remote_code, **kwargs
     ).to(device)
     return model, AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)

@@ -25,6 +25,7 @@ from purerl.credit import kl_penalty, masked_mean, pure_advantages, transform_st
 from purerl.logger import RunLogger
 from purerl.losses import ppo_clip_loss
 from purerl.monitor import HackingMonitor, response_metrics, tensor_stats
+from purerl.prompts import COT_SYSTEM, format_prompt
 from purerl.rollout.hf import generate, sequence_logprobs
 from purerl.steps import StepBatch, decode_with_offsets, segment_batch, split_steps
 from purerl.tasks import arithmetic
@@ -62,11 +63,17 @@ class Trainer:
         random.seed(cfg.run.seed)
         torch.manual_seed(cfg.run.seed)
         self.policy, self.tokenizer = build_policy(cfg)
+        self.lora = cfg.policy.lora_rank > 0
         self.reference = None
-        if cfg.algo.kl_coef > 0:
+        if cfg.algo.kl_coef > 0 and not self.lora:  # with LoRA the reference is the base: adapter off
             self.reference = copy.deepcopy(self.policy).eval().requires_grad_(False)
         self.prm = build_prm(cfg, self.tokenizer) if cfg.algo.reward != "vr" else None
-        self.optimizer = torch.optim.AdamW(self.policy.parameters(), lr=cfg.algo.lr, weight_decay=0.0)
+        # building a model may train and cache it (seeding torch itself): seed again, so that a run
+        # is the same whether its models came from the cache or not
+        random.seed(cfg.run.seed)
+        torch.manual_seed(cfg.run.seed)
+        trainable = [p for p in self.policy.parameters() if p.requires_grad]
+        self.optimizer = torch.optim.AdamW(trainable, lr=cfg.algo.lr, weight_decay=0.0)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda s: min(1.0, (s + 1) / 5))
         self.data_rng = random.Random(f"data-{cfg.run.seed}")
         self.heldout = arithmetic.generate_problems(cfg.task, cfg.run.eval_size, "heldout", seed=0)
@@ -137,11 +144,20 @@ class Trainer:
             group_ids=torch.arange(len(problems)).repeat_interleave(k),
         )
 
+    def policy_prompts(self, prompts: list[str]) -> list[str]:
+        """The problems' text in the policy's prompt template (the PRM still sees the bare problem)."""
+        r = self.cfg.rollout
+        if r.template == "raw":
+            return prompts
+        system = r.system or COT_SYSTEM
+        return [format_prompt(p, r.template, self.tokenizer, system=system) for p in prompts]
+
     def sample(self, prompts: list[str]):
         r = self.cfg.rollout
         return generate(
-            self.policy, self.tokenizer, prompts, max_new_tokens=r.max_new_tokens, temperature=r.temperature
-        )
+            self.policy, self.tokenizer, self.policy_prompts(prompts), max_new_tokens=r.max_new_tokens,
+            temperature=r.temperature,
+        )  # fmt: skip
 
     def segment(self, batch: Batch) -> None:
         texts, offsets = decode_with_offsets(self.tokenizer, batch.rollout.response_id_lists())
@@ -174,7 +190,12 @@ class Trainer:
     @torch.no_grad()
     def logprobs(self, rollout):
         old, entropy = sequence_logprobs(self.policy, rollout, with_entropy=True)
-        ref = sequence_logprobs(self.reference, rollout) if self.reference is not None else None
+        ref = None
+        if self.reference is not None:
+            ref = sequence_logprobs(self.reference, rollout)
+        elif self.lora and self.cfg.algo.kl_coef > 0:
+            with self.policy.disable_adapter():
+                ref = sequence_logprobs(self.policy, rollout)
         return old, ref, entropy
 
     def credit(self, batch: Batch, step_rewards, vr, old_logprobs, ref_logprobs):
@@ -231,7 +252,7 @@ class Trainer:
         """
         start = time.perf_counter()
         out = {}
-        prompts = [p.prompt for p in self.heldout]
+        prompts = self.policy_prompts([p.prompt for p in self.heldout])
         for name, greedy, reps in (("", True, 1), ("sampled_", False, self.cfg.run.eval_samples)):
             if reps == 0:
                 continue
@@ -303,8 +324,14 @@ class Trainer:
     def _resume(self) -> None:
         folder = self.out / "checkpoint"
         state = load_checkpoint(folder)
-        loaded = type(self.policy).from_pretrained(folder / "policy")
-        self.policy.load_state_dict(loaded.state_dict())
+        if self.lora:
+            from peft import set_peft_model_state_dict
+            from safetensors.torch import load_file
+
+            set_peft_model_state_dict(self.policy, load_file(folder / "policy" / "adapter_model.safetensors"))
+        else:
+            loaded = type(self.policy).from_pretrained(folder / "policy")
+            self.policy.load_state_dict(loaded.state_dict())
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.data_rng.setstate(state["data_rng"])

@@ -16,7 +16,15 @@ TINY = str(ROOT / "configs" / "tiny.yaml")
 
 @pytest.fixture(scope="module")
 def cache(tmp_path_factory):
-    return tmp_path_factory.mktemp("purerl_cache")
+    """A model cache with the tiny config's models built once (by `purerl prepare`), so every run
+    loads them the same way. (A run that trains its models in-process first can differ from one that
+    loads them in the last float digits, though not in its random choices.)"""
+    folder = tmp_path_factory.mktemp("purerl_cache")
+    env = {**os.environ, "PURERL_CACHE": str(folder), "OMP_NUM_THREADS": "1"}
+    out = subprocess.run([sys.executable, "-m", "purerl", "prepare", TINY], capture_output=True, text=True,
+                         timeout=600, env=env, cwd=ROOT)  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    return folder
 
 
 def train(cache: Path, *args: str) -> subprocess.CompletedProcess:
@@ -64,6 +72,18 @@ def test_resume_continues_like_an_uninterrupted_run(cache, tmp_path):
     a, b = rows(straight), rows(split)
     assert [r["step"] for r in b] == [0, 1, 2, 3, 4]
     assert [comparable(r) for r in a] == [comparable(r) for r in b]
+
+
+def test_lora_trains_only_the_adapter_and_resumes(cache, tmp_path):
+    straight, split = tmp_path / "straight", tmp_path / "split"
+    lora = ["policy.lora_rank=4", "policy.lora_alpha=8", "algo.lr=1e-3", "run.steps=2", "run.eval_every=1"]
+    train(cache, f"run.out_dir={straight}", *lora)
+    train(cache, f"run.out_dir={split}", *lora[:-2], "run.steps=1", "run.eval_every=1")
+    train(cache, f"run.out_dir={split}", *lora, "--resume")
+    assert [comparable(r) for r in rows(straight)] == [comparable(r) for r in rows(split)]
+    assert (straight / "final" / "adapter_model.safetensors").exists()
+    assert not (straight / "final" / "model.safetensors").exists()  # the adapter only, not a copy of the base
+    assert rows(straight)[-1]["actor/kl"] > 0  # the reference (adapter off) differs from the trained policy
 
 
 def test_vr_only_and_rule_prm(cache, tmp_path):
