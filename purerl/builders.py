@@ -29,7 +29,8 @@ def prm_path(cfg: TrainConfig, refresh: bool = False, policy: str | None = None)
         builtin_prm(cfg.task, cfg.prm.size, cfg.prm.train, cfg.prm.data_error_rate,
                     init=policy_folder if cfg.prm.init_from_policy else None, refresh=refresh,
                     corrupt_rate=cfg.prm.data_corrupt_rate, policy=policy_folder,
-                    policy_samples=cfg.prm.data_policy_samples, policy_share=cfg.prm.data_policy_share)
+                    policy_samples=cfg.prm.data_policy_samples, policy_share=cfg.prm.data_policy_share,
+                    separator=cfg.prm.separator)
     )  # fmt: skip
 
 
@@ -63,4 +64,13 @@ def build_prm(cfg: TrainConfig, policy_tokenizer):
     model, tokenizer = load_prm_model(prm_path(cfg), dtype=p.dtype, trust_remote_code=p.trust_remote_code)
     if p.kind == "qwen_prm":
         return PRMS["qwen_prm"](model, tokenizer, score_map=p.score_map)
-    return PRMS[p.kind](model, tokenizer)
+    return PRMS[p.kind](model, tokenizer, separator=p.separator)
+
+
+def build_task(cfg: TrainConfig):
+    """The built-in arithmetic task, or a dataset's problems when ``data.train.path`` is set."""
+    from purerl.tasks.dataset import ArithmeticTask, DatasetTask
+
+    if cfg.data.train.path:
+        return DatasetTask(cfg.data.train, cfg.data.heldout, cfg.run.eval_size, cfg.data.separator)
+    return ArithmeticTask(cfg.task, cfg.run.eval_size)

@@ -17,6 +17,7 @@ from typing import Any
 
 import yaml
 
+from purerl.data import DataConfig
 from purerl.models import TinyModelConfig
 from purerl.prm.train import PRMTrainConfig
 from purerl.tasks.arithmetic import ArithmeticConfig
@@ -56,6 +57,8 @@ class PRMConfig:
     (Qwen2.5-Math-PRM), ``math_shepherd`` or ``rule`` (the built-in task's exact step checker)."""
     path: str | None = None
     """Folder or hub id of the PRM; None: the built-in task's PRM (trained once, cached)."""
+    separator: str = "\n"
+    """token_classification: the marker after each step where its score is read (PURE-PRM: "\\n")."""
     score_map: str = "none"
     """``affine`` maps [0, 1] scores (qwen_prm, math_shepherd) to [-1, 1] so min-form sees failing
     steps as negative; ``none`` keeps the format's range (see docs/prm-formats.md)."""
@@ -80,6 +83,19 @@ class PRMConfig:
     data_policy_share: float = 0.5
     """Share of the built-in PRM's training examples drawn from those policy samples; 0: generated
     solutions only (a PRM with the blind spots of hand-written corruptions)."""
+
+
+@dataclass
+class DataSection:
+    """Real problems instead of the built-in task (``purerl.data`` field mapping)."""
+
+    train: DataConfig = field(default_factory=DataConfig)
+    """Training problems; an empty path keeps the built-in arithmetic task. Verifiable rewards come
+    only from rows with an ``answer`` (``ref_answer``: metrics only), on ``algo.vr_fraction`` of them."""
+    heldout: DataConfig = field(default_factory=DataConfig)
+    """Held-out problems for evaluation (first ``run.eval_size``); empty path: no evaluation."""
+    separator: str = "\n\n"
+    """Step separator of the policy's responses."""
 
 
 @dataclass
@@ -176,6 +192,8 @@ class TrainConfig:
     """Sampling."""
     algo: AlgoConfig = field(default_factory=AlgoConfig)
     """Rewards, credit and the update."""
+    data: DataSection = field(default_factory=DataSection)
+    """Dataset problems (leave empty for the built-in task)."""
     run: RunConfig = field(default_factory=RunConfig)
     """Run length, logging, checkpoints."""
 

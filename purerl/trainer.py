@@ -18,7 +18,7 @@ from pathlib import Path
 
 import torch
 
-from purerl.builders import build_policy, build_prm
+from purerl.builders import build_policy, build_prm, build_task
 from purerl.checkpoint import load_checkpoint, save_checkpoint, set_rng_states
 from purerl.config import TrainConfig, save_config
 from purerl.credit import kl_penalty, masked_mean, pure_advantages, transform_step_rewards
@@ -28,7 +28,6 @@ from purerl.monitor import HackingMonitor, response_metrics, tensor_stats
 from purerl.prompts import COT_SYSTEM, format_prompt
 from purerl.rollout.hf import generate, sequence_logprobs
 from purerl.steps import StepBatch, decode_with_offsets, segment_batch, split_steps
-from purerl.tasks import arithmetic
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +42,7 @@ def has_ground_truth(prompt: str, fraction: float) -> bool:
 class Batch:
     """What one RL step knows about its samples."""
 
-    problems: list[arithmetic.Problem]
+    problems: list
     prompts: list[str]
     group_ids: torch.Tensor
     rollout: object = None
@@ -76,7 +75,8 @@ class Trainer:
         self.optimizer = torch.optim.AdamW(trainable, lr=cfg.algo.lr, weight_decay=0.0)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda s: min(1.0, (s + 1) / 5))
         self.data_rng = random.Random(f"data-{cfg.run.seed}")
-        self.heldout = arithmetic.generate_problems(cfg.task, cfg.run.eval_size, "heldout", seed=0)
+        self.task = build_task(cfg)
+        self.heldout = self.task.heldout
         self.monitor = HackingMonitor()
         self.step = 0
         self.history: list[dict] = []
@@ -132,11 +132,7 @@ class Trainer:
     # -------------------------------------------------------------------------------------- phases
 
     def next_batch(self) -> Batch:
-        problems = []
-        while len(problems) < self.cfg.rollout.prompts_per_step:
-            p = arithmetic.random_problem(self.data_rng, self.cfg.task)
-            if arithmetic.split_of(p, self.cfg.task) == "train":
-                problems.append(p)
+        problems = self.task.sample(self.data_rng, self.cfg.rollout.prompts_per_step)
         k = self.cfg.rollout.k
         return Batch(
             problems=[p for p in problems for _ in range(k)],
@@ -162,8 +158,8 @@ class Trainer:
     def segment(self, batch: Batch) -> None:
         texts, offsets = decode_with_offsets(self.tokenizer, batch.rollout.response_id_lists())
         batch.texts = texts
-        batch.steps = segment_batch(texts, offsets, arithmetic.SEPARATOR)
-        batch.correct = [arithmetic.grade(t, p) for t, p in zip(texts, batch.problems)]
+        batch.steps = segment_batch(texts, offsets, self.task.separator)
+        batch.correct = [self.task.grade(t, p) for t, p in zip(texts, batch.problems)]
 
     def rewards(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor | None]:
         """PRM step rewards (B, S) and verifiable rewards (B,), NaN where a prompt has no ground truth."""
@@ -181,8 +177,10 @@ class Trainer:
             fraction = 1.0 if algo.reward == "vr" else algo.vr_fraction
             vr = torch.tensor(
                 [
-                    float(c is True) if has_ground_truth(p, fraction) else float("nan")
-                    for c, p in zip(batch.correct, batch.prompts)
+                    float(c is True)
+                    if self.task.has_reward_answer(prob) and has_ground_truth(p, fraction)
+                    else float("nan")
+                    for c, p, prob in zip(batch.correct, batch.prompts, batch.problems)
                 ]
             )
         return step_rewards, vr
@@ -252,6 +250,8 @@ class Trainer:
         """
         start = time.perf_counter()
         out = {}
+        if not self.heldout:
+            return out
         prompts = self.policy_prompts([p.prompt for p in self.heldout])
         for name, greedy, reps in (("", True, 1), ("sampled_", False, self.cfg.run.eval_samples)):
             if reps == 0:
@@ -261,8 +261,8 @@ class Trainer:
                                temperature=self.cfg.rollout.temperature)  # fmt: skip
             texts = self.tokenizer.batch_decode(rollout.response_id_lists(), skip_special_tokens=True)
             problems = [p for p in self.heldout for _ in range(reps)]
-            correct = [arithmetic.grade(t, p) is True for t, p in zip(texts, problems)]
-            steps = [len(split_steps(t, arithmetic.SEPARATOR)) for t in texts]
+            correct = [self.task.grade(t, p) is True for t, p in zip(texts, problems)]
+            steps = [len(split_steps(t, self.task.separator)) for t in texts]
             out[f"eval/{name}accuracy"] = sum(correct) / len(correct)
             out[f"eval/{name}steps"] = sum(steps) / len(steps)
             out[f"eval/{name}length"] = rollout.response_mask.sum(-1).float().mean().item()

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 ROOT = Path(__file__).parent.parent
 TINY = str(ROOT / "configs" / "tiny.yaml")
@@ -126,3 +127,31 @@ def test_prepare_reports_the_built_in_models(cache):
     assert out.returncode == 0, out.stderr
     assert f"policy: {cache}" in out.stdout and f"prm:    {cache}" in out.stdout
     assert "purerl_warmstart.json" in out.stdout and "step_accuracy" in out.stdout
+
+
+def test_dataset_task_gives_verifiable_rewards_only_where_rows_have_an_answer(cache, tmp_path, monkeypatch):
+    """PRM+VR on real data: rows with `answer` get VR, rows with only `ref_answer` get process rewards
+    alone, and their ref_answer still grades them for the metrics."""
+    from purerl.config import load_config
+    from purerl.trainer import Trainer
+
+    data = tmp_path / "math.jsonl"
+    rows = [{"question": "What is 1+1?", "answer": "2", "ref_answer": "null"},
+            {"question": "What is 2+2?", "answer": "null", "ref_answer": "4"}]  # fmt: skip
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    monkeypatch.setenv("PURERL_CACHE", str(cache))
+    overrides = [f"data.train.path={data}", f"data.heldout.path={data}", "algo.vr_fraction=1.0",
+                 f"run.out_dir={tmp_path / 'run'}", "run.threads=1", "rollout.prompts_per_step=8"]  # fmt: skip
+    cfg = load_config(TINY, overrides)
+    trainer = Trainer(cfg)
+    batch = trainer.next_batch()
+    batch.rollout = trainer.sample(batch.prompts)
+    trainer.segment(batch)
+    step_rewards, vr = trainer.rewards(batch)
+    with_answer = [p.reward_answer is not None for p in batch.problems]
+    assert any(with_answer) and not all(with_answer)
+    assert [not torch.isnan(v).item() for v in vr] == with_answer
+    assert step_rewards.shape[0] == len(batch.prompts)
+    p2 = next(p for p in batch.problems if p.reward_answer is None)
+    assert trainer.task.grade(r"so \boxed{4}", p2) is True and trainer.task.grade("no idea", p2) is None
+    assert len(trainer.heldout) == 2 and set(trainer.evaluate()) >= {"eval/accuracy", "eval/sampled_accuracy"}

@@ -94,6 +94,7 @@ def builtin_prm(
     policy: Path | None = None,
     policy_samples: int = 0,
     policy_share: float = 0.0,
+    separator: str = "\n",
 ) -> Path:
     """Folder of the built-in PRM (model + tokenizer), trained once per config and cached.
 
@@ -102,7 +103,7 @@ def builtin_prm(
     training examples (the rest are generated solutions with mistakes).
     """
     own = (policy.name, policy_samples, policy_share) if policy and policy_samples and policy_share else None
-    extra = [own] if own else []
+    extra = ([own] if own else []) + ([separator] if separator != "\n" else [])
     key = cache_key(task, size, cfg, error_rate, init.name if init else None, corrupt_rate or None, *extra)
     folder, ready = cached_folder(f"prm-{key}", refresh)
     if ready:
@@ -124,11 +125,11 @@ def builtin_prm(
         if step % 100 == 0:
             log.info("PRM step %d: loss %.3f", step, loss)
 
-    losses = train_prm(model, tokenizer, sample, cfg, on_step=progress)
+    losses = train_prm(model, tokenizer, sample, cfg, separator=separator, on_step=progress)
     rng = random.Random(10_000 + cfg.seed)
-    quality = step_accuracy(TokenClassificationPRM(model, tokenizer), [sample(rng) for _ in range(500)])
+    quality = step_accuracy(TokenClassificationPRM(model, tokenizer, separator), [sample(rng) for _ in range(500)])
     if own:  # quality on fresh samples of the policy, the data the PRM meets in RL
-        quality.update({f"policy_{k}": v for k, v in step_accuracy(TokenClassificationPRM(model, tokenizer),
+        quality.update({f"policy_{k}": v for k, v in step_accuracy(TokenClassificationPRM(model, tokenizer, separator),
                         policy_examples(policy, task, 500, cfg.seed + 1)).items()})  # fmt: skip
     meta = {"seconds": time.time() - start, "final_loss": sum(losses[-20:]) / min(20, len(losses)), **quality}
     return publish(model, tokenizer, folder, "purerl_prm.json", meta, replace=refresh)
