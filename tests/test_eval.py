@@ -84,3 +84,31 @@ def test_grade_and_bon_commands_on_the_graded_file(tmp_path, capsys):
     assert table["majority"]["8"] == pytest.approx(0.93) and table["score"]["8"] == pytest.approx(0.94)
     assert main(["grade", str(GRADED), "--responses", "nope"]) == 2
     assert "row 0: no field 'nope'" in capsys.readouterr().err
+
+
+def test_bon_ranks_by_a_prm_and_matches_a_hand_pick(tmp_path, prm_folder):
+    """`purerl bon --prm`: every aggregation's pick at N=4 is the response a hand computation picks."""
+    from purerl.bon import aggregate
+    from purerl.models import load_prm_model
+    from purerl.prm import PRMS
+    from purerl.steps import split_steps
+
+    responses = [
+        "Add 1 to 2: 2+1=3.\n\nThe answer is \\boxed{3}.",
+        "Add 5 to 2: 2+5=7.\n\nAdd 1 to 7: 7+1=8.\n\nThe answer is \\boxed{8}.",
+        "The answer is \\boxed{3}.",
+        "Add 9 to 9: 9+9=18.\n\nThe answer is \\boxed{18}.",
+    ]
+    path = tmp_path / "bon.jsonl"
+    path.write_text(json.dumps({"question": "Q: add\nA:\n", "answer": "3", "response": responses}) + "\n")
+    assert main(["bon", str(path), "--prm", str(prm_folder), "--out", str(tmp_path / "b.json")]) == 0
+    table = json.loads((tmp_path / "b.json").read_text())["accuracy"]
+    model, tok = load_prm_model(prm_folder)
+    scores = PRMS["token_classification"](model, tok).score(
+        ["Q: add\nA:\n"] * 4, [[s.text for s in split_steps(r)] for r in responses]
+    )
+    correct = [True, False, True, False]
+    for how in ("min", "soft_min_sum", "last", "mean", "product"):
+        best = max(range(4), key=lambda i: aggregate(scores[i], how))
+        assert table[how]["4"] == float(correct[best]), how
+    assert table["oracle"]["4"] == 1.0 and table["majority"]["4"] == 1.0  # "3" has two votes
