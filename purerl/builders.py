@@ -12,19 +12,23 @@ from purerl.tasks import arithmetic
 from purerl.warmstart import warm_start_policy
 
 
-def policy_path(cfg: TrainConfig, refresh: bool = False) -> str:
-    """The policy's folder: ``policy.path``, or the built-in warm start (trained when missing)."""
-    if cfg.policy.path:
-        return cfg.policy.path
+def builtin_policy_path(cfg: TrainConfig, refresh: bool = False) -> str:
+    """The built-in task's warm-started tiny policy (trained when missing)."""
     return str(warm_start_policy(cfg.task, cfg.policy.size, cfg.policy.sft, refresh=refresh))
 
 
+def policy_path(cfg: TrainConfig, refresh: bool = False) -> str:
+    """The policy's folder: ``policy.path``, or the built-in warm start."""
+    return cfg.policy.path or builtin_policy_path(cfg, refresh)
+
+
 def prm_path(cfg: TrainConfig, refresh: bool = False, policy: str | None = None) -> str:
-    """The PRM's folder: ``prm.path``, or the built-in PRM (trained when missing) started from
-    ``policy`` (default: :func:`policy_path`)."""
+    """The PRM's folder: ``prm.path``, or the built-in PRM (trained when missing) started from and
+    trained on samples of ``policy`` (default: the built-in warm start, whatever ``policy.path`` says:
+    the built-in PRM belongs to the built-in task)."""
     if cfg.prm.path:
         return cfg.prm.path
-    policy_folder = Path(policy or policy_path(cfg))
+    policy_folder = Path(policy or builtin_policy_path(cfg))
     return str(
         builtin_prm(cfg.task, cfg.prm.size, cfg.prm.train, cfg.prm.data_error_rate,
                     init=policy_folder if cfg.prm.init_from_policy else None, refresh=refresh,

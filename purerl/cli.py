@@ -53,12 +53,12 @@ def _prepare(args: argparse.Namespace) -> str:
     import shutil
     from pathlib import Path
 
-    from purerl.builders import policy_path, prm_path
+    from purerl.builders import builtin_policy_path, prm_path
     from purerl.config import load_config
     from purerl.models import ASSETS
 
     cfg = load_config(args.config, args.overrides)
-    policy = Path(policy_path(cfg, refresh=args.refresh))
+    policy = Path(builtin_policy_path(cfg, refresh=args.refresh))
     prm = Path(prm_path(cfg, refresh=args.refresh, policy=str(policy)))
     lines = [f"policy: {policy}", f"prm:    {prm}"]
     for folder in (policy, prm):

@@ -114,7 +114,8 @@ def run_comparison(config, overrides, seeds, out_dir, arms=None) -> str:
         raise ValueError(f"unknown arm(s) {unknown}; choose from {list(ARMS)}")
     # Build the shared models once, so that parallel arms never train the same one at the same time.
     cfg = load_config(config, list(overrides))
-    prm_path(cfg, policy=policy_path(cfg))
+    policy_path(cfg)
+    prm_path(cfg)
     folders = run_arms(config, list(overrides), arms, seeds, out)
     runs = {arm: [read_metrics(f / "metrics.jsonl") for f in fs] for arm, fs in folders.items()}
     plot = plot_comparison(runs, out / "comparison.png")
