@@ -77,3 +77,19 @@ def map_scores(scores: list[list[float]], score_map: str, score_range: tuple[flo
         raise ValueError(f"unknown score_map {score_map!r}; use none or affine")
     lo, hi = score_range
     return [[2 * (s - lo) / (hi - lo) - 1 for s in row] for row in scores]
+
+
+class ProbabilityScores:
+    """Shared by adapters whose native scores are probabilities in [0, 1] (``score_map``, ``truncation``)."""
+
+    score_map: str
+    truncation: Truncation
+
+    @property
+    def score_range(self) -> tuple[float, float]:
+        return (-1.0, 1.0) if self.score_map == "affine" else (0.0, 1.0)
+
+    @property
+    def truncated(self) -> int:
+        """Inputs cut at the length limit over this PRM's lifetime."""
+        return self.truncation.count

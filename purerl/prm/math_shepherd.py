@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from purerl.prm import register
-from purerl.prm.batching import Truncation, bucketed_scores, map_scores
+from purerl.prm.batching import ProbabilityScores, Truncation, bucketed_scores, map_scores
 
 STEP_TAG = "ки"
 
@@ -24,7 +24,7 @@ def _single_token(tokenizer, text: str) -> int:
 
 
 @register("math_shepherd")
-class MathShepherdPRM:
+class MathShepherdPRM(ProbabilityScores):
     """A causal LM read at each step tag: p("+") against p("-")."""
 
     def __init__(self, model, tokenizer, step_tag: str = STEP_TAG, good: str = "+", bad: str = "-",
@@ -39,14 +39,6 @@ class MathShepherdPRM:
         self.truncation = Truncation(max_length or getattr(model.config, "max_position_embeddings", None))
         pad = tokenizer.pad_token_id
         self.pad_id = pad if pad is not None else tokenizer.eos_token_id
-
-    @property
-    def score_range(self) -> tuple[float, float]:
-        return (-1.0, 1.0) if self.score_map == "affine" else (0.0, 1.0)
-
-    @property
-    def truncated(self) -> int:
-        return self.truncation.count
 
     def build_inputs(self, prompt: str, steps: Sequence[str]) -> tuple[list[int], list[int]]:
         """Ids of ``prompt + " " + step_1 + " ки\\n" + step_2 + " ки"`` (tokenised whole, as the

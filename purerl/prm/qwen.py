@@ -15,14 +15,14 @@ from collections.abc import Sequence
 import torch
 
 from purerl.prm import register
-from purerl.prm.batching import Truncation, bucketed_scores, map_scores
+from purerl.prm.batching import ProbabilityScores, Truncation, bucketed_scores, map_scores
 from purerl.prompts import COT_SYSTEM
 
 STEP_TOKEN = "<extra_0>"
 
 
 @register("qwen_prm")
-class QwenPRM:
+class QwenPRM(ProbabilityScores):
     """A Qwen2.5-Math-PRM style model (two logits per token) read at each ``<extra_0>``."""
 
     def __init__(self, model, tokenizer, system: str = COT_SYSTEM, score_map: str = "none",
@@ -38,14 +38,6 @@ class QwenPRM:
         if not getattr(tokenizer, "chat_template", None):
             raise ValueError("the qwen_prm tokenizer has no chat template")
         self.truncation = Truncation(max_length or getattr(model.config, "max_position_embeddings", None))
-
-    @property
-    def score_range(self) -> tuple[float, float]:
-        return (-1.0, 1.0) if self.score_map == "affine" else (0.0, 1.0)
-
-    @property
-    def truncated(self) -> int:
-        return self.truncation.count
 
     def build_inputs(self, prompt: str, steps: Sequence[str]) -> tuple[list[int], list[int]]:
         """Token ids of one response in the chat template, and the position of each step's ``<extra_0>``."""
