@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Sequence
 
 import torch
@@ -48,13 +49,27 @@ def generate(
     return Rollout(input_ids, attention_mask, response_mask, prompt_len, truncated)
 
 
+def _keeps_logits(model) -> bool:
+    """Whether ``model.forward`` can compute logits for the last positions only (``logits_to_keep``)."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return "logits_to_keep" in inspect.signature(base.forward).parameters
+
+
 def sequence_logprobs(model, rollout: Rollout, with_entropy: bool = False):
-    """Log-probs (B, T) of the response tokens under ``model`` (and the entropy (B, T) if asked)."""
+    """Log-probs (B, T) of the response tokens under ``model`` (and the entropy (B, T) if asked).
+
+    Logits are computed for the response positions only where the model allows it: with a large
+    vocabulary the prompt's logits would be most of the memory.
+    """
     from purerl.losses import entropy_from_logits, logprobs_from_logits
 
     position_ids = (rollout.attention_mask.cumsum(-1) - 1).clamp(min=0)
-    logits = model(input_ids=rollout.input_ids, attention_mask=rollout.attention_mask, position_ids=position_ids).logits
-    logits = logits[:, rollout.prompt_len - 1 : -1].float()
+    kwargs = {"input_ids": rollout.input_ids, "attention_mask": rollout.attention_mask, "position_ids": position_ids}
+    n = rollout.response_ids.shape[1]
+    if _keeps_logits(model):
+        logits = model(**kwargs, logits_to_keep=n + 1).logits[:, :-1].float()
+    else:
+        logits = model(**kwargs).logits[:, rollout.prompt_len - 1 : -1].float()
     logprobs = logprobs_from_logits(logits, rollout.response_ids)
     if with_entropy:
         with torch.no_grad():
