@@ -80,24 +80,47 @@ def _compare(args: argparse.Namespace) -> str:
 
 
 def _graded_rows(args: argparse.Namespace):
-    """Rows of a responses JSONL with their responses (a list per row) and gold answers."""
+    """Rows of a responses JSONL with their responses (a list per row) and gold answers; with
+    ``--policy`` the responses are sampled now (``--samples`` per question)."""
     from purerl.data import DataConfig, DataError, load_examples, read_rows
 
     rows = read_rows(args.file)
     examples = load_examples(DataConfig(path=args.file, answer=args.gold), require_answer=True)
+    limit = getattr(args, "limit", None)
+    rows, examples = rows[:limit] if limit else rows, examples[:limit] if limit else examples
+    sampled = _sample_responses(args, examples) if getattr(args, "policy", None) else None
     out = []
     for n, (row, example) in enumerate(zip(rows, examples)):
-        responses = row.get(args.responses)
+        responses = sampled[n] if sampled else row.get(args.responses)
         if responses is None:
             raise DataError(f"{args.file} row {n}: no field {args.responses!r} (fields: {', '.join(row)})")
         responses = [responses] if isinstance(responses, str) else list(responses)
-        labels = row.get(args.labels) if args.labels else None
-        if args.labels and labels is None:
+        labels = row.get(args.labels) if args.labels and not sampled else None
+        if args.labels and labels is None and not sampled:
             raise DataError(f"{args.file} row {n}: no field {args.labels!r} (fields: {', '.join(row)})")
         labels = [labels] if isinstance(labels, bool) else labels
         if labels is not None and len(labels) != len(responses):
             raise DataError(f"{args.file} row {n}: {len(labels)} labels for {len(responses)} responses")
         out.append((row, example, responses, labels))
+    return out
+
+
+def _sample_responses(args: argparse.Namespace, examples) -> list[list[str]]:
+    """``args.samples`` responses per question from ``args.policy`` (temperature ``args.temperature``)."""
+    import torch
+
+    from purerl.models import load_policy
+    from purerl.prompts import format_prompt
+    from purerl.rollout.hf import generate
+
+    model, tokenizer = load_policy(args.policy)
+    torch.manual_seed(args.seed)
+    out = []
+    for e in examples:
+        prompt = format_prompt(e.question, args.template, tokenizer)
+        rollout = generate(model.eval(), tokenizer, [prompt] * args.samples, max_new_tokens=args.max_new_tokens,
+                           temperature=args.temperature)  # fmt: skip
+        out.append(tokenizer.batch_decode(rollout.response_ids, skip_special_tokens=True))
     return out
 
 
@@ -271,6 +294,13 @@ def build_parser() -> argparse.ArgumentParser:
     bon.add_argument("--prm", help="a PRM folder or hub id: rank by its step scores")
     bon.add_argument("--prm-kind", default="token_classification", help="PRM adapter (default token_classification)")
     bon.add_argument("--separator", default="\n\n", help="step separator of the responses")
+    bon.add_argument("--policy", help="sample the responses now from this policy (folder, hub id, .gguf, name)")
+    bon.add_argument("--samples", type=int, default=8, help="responses sampled per question with --policy")
+    bon.add_argument("--template", default="chat", help="prompt template with --policy (chat, qwen_math_cot, ...)")
+    bon.add_argument("--max-new-tokens", type=int, default=1024)
+    bon.add_argument("--temperature", type=float, default=1.0)
+    bon.add_argument("--seed", type=int, default=0)
+    bon.add_argument("--limit", type=int, help="first N questions")
     bon.set_defaults(run=_bon)
 
     ev = sub.add_parser("eval", help="greedy pass@1 and sampled avg@k / pass@k on math benchmarks")

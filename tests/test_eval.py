@@ -112,3 +112,14 @@ def test_bon_ranks_by_a_prm_and_matches_a_hand_pick(tmp_path, prm_folder):
         best = max(range(4), key=lambda i: aggregate(scores[i], how))
         assert table[how]["4"] == float(correct[best]), how
     assert table["oracle"]["4"] == 1.0 and table["majority"]["4"] == 1.0  # "3" has two votes
+
+
+def test_bon_by_sampling_from_a_policy(tmp_path, arithmetic_file):
+    out = tmp_path / "b.json"
+    args = ["bon", str(arithmetic_file), "--policy", str(POLICY), "--samples", "4", "--template", "raw",
+            "--max-new-tokens", "48", "--limit", "5", "--out", str(out)]  # fmt: skip
+    assert main(args) == 0
+    result = json.loads(out.read_text())
+    assert result["questions"] == 5 and set(result["accuracy"]["majority"]) == {"1", "2", "4"}
+    acc = result["accuracy"]
+    assert acc["oracle"]["4"] >= acc["majority"]["4"] and acc["oracle"]["4"] >= acc["oracle"]["1"]
