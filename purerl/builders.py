@@ -42,7 +42,8 @@ def build_policy(cfg: TrainConfig):
     """``(model, tokenizer)`` of the policy, in eval mode; with ``lora_rank`` a peft model whose
     base weights are frozen."""
     p = cfg.policy
-    model, tokenizer = load_policy(policy_path(cfg), dtype=p.dtype, trust_remote_code=p.trust_remote_code)
+    model, tokenizer = load_policy(policy_path(cfg), dtype=p.dtype, device=p.device,
+                                   trust_remote_code=p.trust_remote_code)  # fmt: skip
     if p.lora_rank > 0:
         from peft import LoraConfig, get_peft_model
 
@@ -62,10 +63,19 @@ def build_prm(cfg: TrainConfig, policy_tokenizer):
 
         path = prm_path(cfg)
         model = AutoModelForCausalLM.from_pretrained(path, dtype=torch_dtype_of(p.dtype), use_safetensors=True,
-                                                     trust_remote_code=p.trust_remote_code)  # fmt: skip
+                                                     trust_remote_code=p.trust_remote_code).to(p.device)  # fmt: skip
         tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=p.trust_remote_code)
         return PRMS["math_shepherd"](model, tokenizer, score_map=p.score_map)
-    model, tokenizer = load_prm_model(prm_path(cfg), dtype=p.dtype, trust_remote_code=p.trust_remote_code)
+    if p.kind == "qwen_prm" and p.trust_remote_code:  # Qwen2.5-Math-PRM's own class, via AutoModel
+        from transformers import AutoModel, AutoTokenizer
+
+        path = prm_path(cfg)
+        model = AutoModel.from_pretrained(path, dtype=torch_dtype_of(p.dtype), use_safetensors=True,
+                                          trust_remote_code=True).to(p.device)  # fmt: skip
+        return PRMS["qwen_prm"](model, AutoTokenizer.from_pretrained(path, trust_remote_code=True),
+                                score_map=p.score_map)  # fmt: skip
+    model, tokenizer = load_prm_model(prm_path(cfg), dtype=p.dtype, device=p.device,
+                                      trust_remote_code=p.trust_remote_code)  # fmt: skip
     if p.kind == "qwen_prm":
         return PRMS["qwen_prm"](model, tokenizer, score_map=p.score_map)
     return PRMS[p.kind](model, tokenizer, separator=p.separator)

@@ -33,6 +33,8 @@ class PolicyConfig:
     None: the built-in task's warm-started tiny Llama."""
     dtype: str = "float32"
     """Weights dtype (``float32``, ``bfloat16``, ``float16``); GGUF files are dequantised to it."""
+    device: str = "cpu"
+    """Where the policy (and its rollouts and credit tensors) live: ``cpu``, ``cuda``, ``cuda:1``."""
     trust_remote_code: bool = False
     """Run a hub model's own Python code (off unless you trust it)."""
     lora_rank: int = 0
@@ -64,6 +66,8 @@ class PRMConfig:
     steps as negative; ``none`` keeps the format's range (see docs/prm-formats.md)."""
     dtype: str = "float32"
     """Weights dtype of the PRM."""
+    device: str = "cpu"
+    """Where the PRM runs (its scores come back as Python floats)."""
     trust_remote_code: bool = False
     """Run the PRM's own Python code (Qwen2.5-Math-PRM ships its model class as remote code)."""
     init_from_policy: bool = True

@@ -62,6 +62,7 @@ class Trainer:
         random.seed(cfg.run.seed)
         torch.manual_seed(cfg.run.seed)
         self.policy, self.tokenizer = build_policy(cfg)
+        self.device = next(self.policy.parameters()).device
         self.lora = cfg.policy.lora_rank > 0
         self.reference = None
         if cfg.algo.kl_coef > 0 and not self.lora:  # with LoRA the reference is the base: adapter off
@@ -137,7 +138,7 @@ class Trainer:
         return Batch(
             problems=[p for p in problems for _ in range(k)],
             prompts=[p.prompt for p in problems for _ in range(k)],
-            group_ids=torch.arange(len(problems)).repeat_interleave(k),
+            group_ids=torch.arange(len(problems), device=self.device).repeat_interleave(k),
         )
 
     def policy_prompts(self, prompts: list[str]) -> list[str]:
@@ -158,13 +159,13 @@ class Trainer:
     def segment(self, batch: Batch) -> None:
         texts, offsets = decode_with_offsets(self.tokenizer, batch.rollout.response_id_lists())
         batch.texts = texts
-        batch.steps = segment_batch(texts, offsets, self.task.separator)
+        batch.steps = segment_batch(texts, offsets, self.task.separator, device=self.device)
         batch.correct = [self.task.grade(t, p) for t, p in zip(texts, batch.problems)]
 
     def rewards(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor | None]:
         """PRM step rewards (B, S) and verifiable rewards (B,), NaN where a prompt has no ground truth."""
         algo = self.cfg.algo
-        step_rewards = torch.zeros(batch.steps.step_mask.shape)
+        step_rewards = torch.zeros(batch.steps.step_mask.shape, device=self.device)
         if algo.reward in ("prm", "prm+vr"):
             batch.step_scores = self.prm.score(batch.prompts, batch.steps.steps)
             step_rewards = batch.steps.pack(batch.step_scores)
@@ -181,7 +182,8 @@ class Trainer:
                     if self.task.has_reward_answer(prob) and has_ground_truth(p, fraction)
                     else float("nan")
                     for c, p, prob in zip(batch.correct, batch.prompts, batch.problems)
-                ]
+                ],
+                device=self.device,
             )
         return step_rewards, vr
 
