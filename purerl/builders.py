@@ -7,7 +7,7 @@ from pathlib import Path
 from purerl.config import TrainConfig
 from purerl.models import load_policy, load_prm_model, torch_dtype_of
 from purerl.prm import PRMS
-from purerl.prm.builtin import builtin_prm
+from purerl.prm.builtin import adapted_prm, builtin_prm
 from purerl.tasks import arithmetic
 from purerl.warmstart import warm_start_policy
 
@@ -28,13 +28,17 @@ def prm_path(cfg: TrainConfig, refresh: bool = False, policy: str | None = None)
     the built-in PRM belongs to the built-in task)."""
     if cfg.prm.path:
         return cfg.prm.path
+    p = cfg.prm
     policy_folder = Path(policy or builtin_policy_path(cfg))
+    base = builtin_prm(cfg.task, p.size, p.train, p.data_error_rate, refresh=refresh,
+                       init=policy_folder if p.init_from_policy else None, corrupt_rate=p.data_corrupt_rate,
+                       separator=p.separator)  # fmt: skip
+    if not (p.data_policy_samples and p.data_policy_share and p.adapt_steps):
+        return str(base)
     return str(
-        builtin_prm(cfg.task, cfg.prm.size, cfg.prm.train, cfg.prm.data_error_rate,
-                    init=policy_folder if cfg.prm.init_from_policy else None, refresh=refresh,
-                    corrupt_rate=cfg.prm.data_corrupt_rate, policy=policy_folder,
-                    policy_samples=cfg.prm.data_policy_samples, policy_share=cfg.prm.data_policy_share,
-                    separator=cfg.prm.separator)
+        adapted_prm(base, policy_folder, cfg.task, p.data_error_rate, p.data_corrupt_rate, p.data_policy_samples,
+                    p.data_policy_share, p.adapt_steps, p.adapt_lr, refresh=refresh, separator=p.separator,
+                    seed=p.train.seed)
     )  # fmt: skip
 
 

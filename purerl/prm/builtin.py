@@ -83,6 +83,11 @@ def mixed_examples(sample, pool: list, share: float):
     return draw
 
 
+def _progress(step: int, loss: float) -> None:
+    if step % 100 == 0:
+        log.info("PRM step %d: loss %.3f", step, loss)
+
+
 def builtin_prm(
     task: arithmetic.ArithmeticConfig,
     size: TinyModelConfig,
@@ -91,19 +96,13 @@ def builtin_prm(
     init: Path | None = None,
     refresh: bool = False,
     corrupt_rate: float = 0.0,
-    policy: Path | None = None,
-    policy_samples: int = 0,
-    policy_share: float = 0.0,
     separator: str = "\n",
 ) -> Path:
-    """Folder of the built-in PRM (model + tokenizer), trained once per config and cached.
+    """Folder of the built-in PRM trained on generated solutions (model + tokenizer), cached.
 
     ``init``: a causal LM folder whose backbone the PRM starts from (``size`` is then ignored).
-    ``policy``: a causal LM whose ``policy_samples`` sampled solutions make ``policy_share`` of the
-    training examples (the rest are generated solutions with mistakes).
     """
-    own = (policy.name, policy_samples, policy_share) if policy and policy_samples and policy_share else None
-    extra = ([own] if own else []) + ([separator] if separator != "\n" else [])
+    extra = [separator] if separator != "\n" else []
     key = cache_key(task, size, cfg, error_rate, init.name if init else None, corrupt_rate or None, *extra)
     folder, ready = cached_folder(f"prm-{key}", refresh)
     if ready:
@@ -115,21 +114,51 @@ def builtin_prm(
         tokenizer = task_tokenizer(task)
         model = new_prm(tokenizer, size, cfg.seed)
     sample = prm_examples(task, error_rate, corrupt_rate)
-    if own:
-        log.info("sampling %d solutions from %s for the PRM's training data", policy_samples, policy)
-        pool = policy_examples(policy, task, policy_samples, cfg.seed)
-        sample = mixed_examples(sample, pool, policy_share)
     log.info("training the built-in PRM: %d + %d steps (cached in %s)", cfg.head_steps, cfg.full_steps, folder)
-
-    def progress(step: int, loss: float) -> None:
-        if step % 100 == 0:
-            log.info("PRM step %d: loss %.3f", step, loss)
-
-    losses = train_prm(model, tokenizer, sample, cfg, separator=separator, on_step=progress)
+    losses = train_prm(model, tokenizer, sample, cfg, separator=separator, on_step=_progress)
     rng = random.Random(10_000 + cfg.seed)
     quality = step_accuracy(TokenClassificationPRM(model, tokenizer, separator), [sample(rng) for _ in range(500)])
-    if own:  # quality on fresh samples of the policy, the data the PRM meets in RL
-        quality.update({f"policy_{k}": v for k, v in step_accuracy(TokenClassificationPRM(model, tokenizer, separator),
-                        policy_examples(policy, task, 500, cfg.seed + 1)).items()})  # fmt: skip
     meta = {"seconds": time.time() - start, "final_loss": sum(losses[-20:]) / min(20, len(losses)), **quality}
+    return publish(model, tokenizer, folder, "purerl_prm.json", meta, replace=refresh)
+
+
+def adapted_prm(
+    base: Path,
+    policy: Path,
+    task: arithmetic.ArithmeticConfig,
+    error_rate: float,
+    corrupt_rate: float,
+    samples: int,
+    share: float,
+    steps: int,
+    lr: float,
+    refresh: bool = False,
+    separator: str = "\n",
+    seed: int = 0,
+) -> Path:
+    """The PRM ``base`` trained further on the policy's own samples (``share`` of each batch; the rest
+    generated solutions), labelled by the task's exact checker: the PRM800K recipe of labelling what
+    the policy writes. Cached like the other built-in models."""
+    key = cache_key(
+        "adapt", base.name, policy.name, samples, share, steps, lr, error_rate, corrupt_rate, separator, seed
+    )
+    folder, ready = cached_folder(f"prm-{key}", refresh)
+    if ready:
+        return folder
+    start = time.time()
+    model, tokenizer = load_prm_model(base)
+    log.info("sampling %d solutions from %s for the PRM's training data", samples, policy)
+    pool = policy_examples(policy, task, samples, seed)
+    sample = mixed_examples(prm_examples(task, error_rate, corrupt_rate), pool, share)
+    log.info("training the built-in PRM on the policy's samples: %d steps (cached in %s)", steps, folder)
+    cfg = PRMTrainConfig(head_steps=0, full_steps=steps, lr=lr, seed=seed)
+    losses = train_prm(model, tokenizer, sample, cfg, separator=separator, on_step=_progress)
+    prm = TokenClassificationPRM(model, tokenizer, separator)
+    rng = random.Random(10_000 + seed)
+    quality = step_accuracy(prm, [prm_examples(task, error_rate, corrupt_rate)(rng) for _ in range(500)])
+    quality.update(
+        {f"policy_{k}": v for k, v in step_accuracy(prm, policy_examples(policy, task, 500, seed + 1)).items()}
+    )
+    meta = {"seconds": time.time() - start, "final_loss": sum(losses[-20:]) / min(20, len(losses)), "base": base.name,
+            **quality}  # fmt: skip
     return publish(model, tokenizer, folder, "purerl_prm.json", meta, replace=refresh)
