@@ -18,6 +18,7 @@ warning instead of hanging training.
 
 from __future__ import annotations
 
+import atexit
 import concurrent.futures
 import logging
 import multiprocessing
@@ -175,13 +176,16 @@ def _worker_init() -> None:
     _verify("1", "1")  # import sympy and math-verify now, not inside the first timed call
 
 
-def _reset_pool() -> None:
+def _reset_pool(wait: bool = False) -> None:
     global _pool
     if _pool is not None:
         for proc in list((getattr(_pool, "_processes", None) or {}).values()):
             proc.kill()
-        _pool.shutdown(wait=False, cancel_futures=True)
+        _pool.shutdown(wait=wait, cancel_futures=True)
     _pool = None
+
+
+atexit.register(_reset_pool, True)  # stop the worker before the interpreter tears down its modules
 
 
 def call_with_timeout(fn: Callable, args: tuple, seconds: float | None):
