@@ -28,7 +28,9 @@ from purerl.prompts import format_prompt
 
 log = logging.getLogger(__name__)
 
-DEFAULT_DATA_DIR = str(Path(__file__).resolve().parents[1].parent / "shared" / "data" / "benchmarks")
+DEFAULT_DATA_DIR = os.environ.get(
+    "PURERL_BENCHMARKS", str(Path(__file__).resolve().parents[1].parent / "shared" / "data" / "benchmarks")
+)
 
 
 @dataclass

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import os
 import random
+from pathlib import Path
 
 import pytest
 from transformers import AutoTokenizer
 
 from purerl.tokenization import train_bpe_tokenizer
+
+SHARED_DATA = Path(os.environ.get("PURERL_SHARED_DATA", Path(__file__).resolve().parents[1].parent / "shared" / "data"))
+"""The shared benchmark files (``../shared/data`` beside the checkout, or ``$PURERL_SHARED_DATA``)."""
 
 
 def arithmetic_solution(rng: random.Random) -> str:

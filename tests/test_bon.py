@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import json
 import math
-from pathlib import Path
 
 import pytest
 
 from purerl.bon import aggregate, answer_classes, bon_accuracy, group_sizes, make_question, select
+from tests.conftest import SHARED_DATA
 
-GRADED = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "graded" / "math_cot_100.jsonl"
+GRADED = SHARED_DATA / "graded" / "math_cot_100.jsonl"
 
 
 def test_aggregations_by_hand():
@@ -45,7 +45,7 @@ def test_prm_votes_and_picks_on_a_made_up_question():
     assert select(q, [0, 1, 2], "weighted_min") == 0
 
 
-@pytest.mark.skipif(not GRADED.exists(), reason=f"shared data not found at {GRADED}")
+@pytest.mark.skipif(not GRADED.exists(), reason=f"shared data not found at {GRADED} (set PURERL_SHARED_DATA)")
 def test_majority_and_outcome_score_picks_checked_by_hand():
     rows = {r["idx"]: r for r in map(json.loads, GRADED.read_text().splitlines())}
 

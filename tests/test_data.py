@@ -4,14 +4,16 @@ errors that name the file, row and field."""
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 
 from purerl.data import DataConfig, DataError, benchmark_path, load_examples, read_rows
+from tests.conftest import SHARED_DATA
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
-needs_shared = pytest.mark.skipif(not SHARED.exists(), reason=f"shared data not found at {SHARED}")
+SHARED = SHARED_DATA
+needs_shared = pytest.mark.skipif(
+    not SHARED.exists(), reason=f"shared data not found at {SHARED} (set PURERL_SHARED_DATA)"
+)
 
 
 @needs_shared

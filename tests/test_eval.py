@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import random
-from pathlib import Path
 
 import pytest
 
@@ -12,8 +11,9 @@ from purerl.cli import main
 from purerl.evaluate import EvalConfig, pass_at_k, run_eval
 from purerl.models import ASSETS
 from purerl.tasks import arithmetic as A
+from tests.conftest import SHARED_DATA
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+SHARED = SHARED_DATA
 GRADED = SHARED / "graded" / "math_cot_100.jsonl"
 POLICY = next(ASSETS.glob("policy-*"))  # the shipped built-in policy: a save_pretrained folder
 
@@ -71,7 +71,7 @@ def test_eval_cli_errors_name_the_problem(tmp_path, capsys):
     assert "benchmark 'gsm8k'" in capsys.readouterr().err
 
 
-@pytest.mark.skipif(not GRADED.exists(), reason=f"shared data not found at {GRADED}")
+@pytest.mark.skipif(not GRADED.exists(), reason=f"shared data not found at {GRADED} (set PURERL_SHARED_DATA)")
 def test_grade_and_bon_commands_on_the_graded_file(tmp_path, capsys):
     assert main(["grade", str(GRADED), "--gold", "gt", "--labels", "score", "--out", str(tmp_path / "g.jsonl")]) == 0
     out = capsys.readouterr().out

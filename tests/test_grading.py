@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import time
-from pathlib import Path
 
 import pytest
 
@@ -19,8 +18,9 @@ from purerl.grading import (
     grade,
     last_boxed,
 )
+from tests.conftest import SHARED_DATA
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+SHARED = SHARED_DATA
 GRADED = SHARED / "graded" / "math_cot_100.jsonl"
 
 
@@ -119,7 +119,7 @@ def test_call_with_timeout_runs_and_stops_real_calls():
         call_with_timeout(_sleep, (10.0,), 0.5)
 
 
-@pytest.mark.skipif(not GRADED.exists(), reason=f"shared data not found at {GRADED}")
+@pytest.mark.skipif(not GRADED.exists(), reason=f"shared data not found at {GRADED} (set PURERL_SHARED_DATA)")
 def test_agreement_with_the_qwen_math_grader_on_800_real_responses():
     rows = [json.loads(line) for line in GRADED.read_text().splitlines()]
     disagreements = {"gt": [], "answer": []}
