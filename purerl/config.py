@@ -85,7 +85,7 @@ class PRMConfig:
     """Solutions sampled from the warm-started policy and labelled by the task's checker, for an
     optional last stage of the built-in PRM's training (the PRM800K recipe: label the policy's own
     samples). Off by default (``adapt_steps: 0``): it raised the PRM's recall of the policy's wrong
-    steps only from 0.73 to 0.80 and delayed, not prevented, the min-form hack (docs/builtin-models.md)."""
+    steps from 0.73 to 0.80 but did not stop the min-form hack (docs/builtin-models.md)."""
     data_policy_share: float = 0.7
     """Share of each batch of that stage drawn from the policy's samples (the rest: generated
     solutions)."""
