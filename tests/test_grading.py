@@ -100,9 +100,11 @@ def test_grade_returns_none_without_an_answer_and_accepts_several_golds():
 
 
 def test_a_pathological_answer_is_cut_off_by_the_time_limit(caplog):
-    # sympy evaluates this tower in C, where no signal can interrupt it: only a killed process stops it
+    # the second tower runs in C (big-integer power) where no signal can interrupt it: only a killed
+    # process stops it (a SIGALRM limit let it run past 60 s)
     start = time.time()
     assert grade(r"\boxed{9^{9^{9^{9}}}}", "1", GradingConfig(timeout=1.0)) is False
+    assert grade(r"\boxed{2^{2^{2^{2^{2^{2}}}}}}", "3", GradingConfig(timeout=1.0)) is False  # beats SIGALRM
     assert time.time() - start < 30
     assert "timed out" in caplog.text
     assert answers_match("0.5", r"\frac12", timeout=5.0)  # a fresh worker after the killed one
