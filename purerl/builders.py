@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from purerl.config import TrainConfig
-from purerl.models import load_policy, load_prm_model, torch_dtype_of
+from purerl.models import load_policy, load_prm_model
 from purerl.prm import PRMS
 from purerl.prm.builtin import adapted_prm, builtin_prm
 from purerl.tasks import arithmetic
@@ -57,32 +57,34 @@ def build_policy(cfg: TrainConfig):
     return model.eval(), tokenizer
 
 
+def load_prm(path: str, kind: str, *, dtype: str | None = None, device: str = "cpu", trust_remote_code: bool = False,
+             score_map: str = "none", separator: str = "\n"):  # fmt: skip
+    """The adapter ``kind`` around the model in ``path``, loaded with the head its format uses."""
+    from transformers import AutoModel, AutoModelForCausalLM, AutoModelForTokenClassification
+
+    if kind not in PRMS or kind == "rule":
+        raise ValueError(
+            f"unknown model-backed PRM kind {kind!r}; choose from token_classification, qwen_prm, math_shepherd"
+        )
+    auto_class = {
+        "math_shepherd": AutoModelForCausalLM,
+        # Qwen2.5-Math-PRM ships its model class as remote code (AutoModel); two-logit heads load without it
+        "qwen_prm": AutoModel if trust_remote_code else AutoModelForTokenClassification,
+    }.get(kind, AutoModelForTokenClassification)
+    model, tokenizer = load_prm_model(path, dtype=dtype, device=device, trust_remote_code=trust_remote_code,
+                                      auto_class=auto_class)  # fmt: skip
+    if kind == "token_classification":
+        return PRMS[kind](model, tokenizer, separator=separator)
+    return PRMS[kind](model, tokenizer, score_map=score_map)
+
+
 def build_prm(cfg: TrainConfig, policy_tokenizer):
     """The PRM named by ``cfg.prm.kind``."""
     p = cfg.prm
     if p.kind == "rule":
         return PRMS["rule"](arithmetic.rule_checker)
-    if p.kind == "math_shepherd":
-        from transformers import AutoModelForCausalLM, AutoTokenizer
-
-        path = prm_path(cfg)
-        model = AutoModelForCausalLM.from_pretrained(path, dtype=torch_dtype_of(p.dtype), use_safetensors=True,
-                                                     trust_remote_code=p.trust_remote_code).to(p.device)  # fmt: skip
-        tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=p.trust_remote_code)
-        return PRMS["math_shepherd"](model, tokenizer, score_map=p.score_map)
-    if p.kind == "qwen_prm" and p.trust_remote_code:  # Qwen2.5-Math-PRM's own class, via AutoModel
-        from transformers import AutoModel, AutoTokenizer
-
-        path = prm_path(cfg)
-        model = AutoModel.from_pretrained(path, dtype=torch_dtype_of(p.dtype), use_safetensors=True,
-                                          trust_remote_code=True).to(p.device)  # fmt: skip
-        return PRMS["qwen_prm"](model, AutoTokenizer.from_pretrained(path, trust_remote_code=True),
-                                score_map=p.score_map)  # fmt: skip
-    model, tokenizer = load_prm_model(prm_path(cfg), dtype=p.dtype, device=p.device,
-                                      trust_remote_code=p.trust_remote_code)  # fmt: skip
-    if p.kind == "qwen_prm":
-        return PRMS["qwen_prm"](model, tokenizer, score_map=p.score_map)
-    return PRMS[p.kind](model, tokenizer, separator=p.separator)
+    return load_prm(prm_path(cfg), p.kind, dtype=p.dtype, device=p.device, trust_remote_code=p.trust_remote_code,
+                    score_map=p.score_map, separator=p.separator)  # fmt: skip
 
 
 def build_task(cfg: TrainConfig):

@@ -178,11 +178,9 @@ def _bon(args: argparse.Namespace) -> str:
         methods.append("score")
     prm = None
     if args.prm:
-        from purerl.models import load_prm_model
-        from purerl.prm import PRMS
+        from purerl.builders import load_prm
 
-        model, tokenizer = load_prm_model(args.prm)
-        prm = PRMS[args.prm_kind](model.eval(), tokenizer)
+        prm = load_prm(args.prm, args.prm_kind, score_map=args.score_map)
         methods += list(AGGREGATIONS) + [f"weighted_{a}" for a in AGGREGATIONS]
     questions = []
     for k, (row, example, responses, labels) in enumerate(rows):
@@ -292,7 +290,10 @@ def build_parser() -> argparse.ArgumentParser:
     responses_file(bon, "questions, each with several sampled responses")
     bon.add_argument("--outcome", help="field of an outcome score per response (e.g. pred_score)")
     bon.add_argument("--prm", help="a PRM folder or hub id: rank by its step scores")
-    bon.add_argument("--prm-kind", default="token_classification", help="PRM adapter (default token_classification)")
+    bon.add_argument(
+        "--prm-kind", default="token_classification", help="token_classification, qwen_prm or math_shepherd"
+    )
+    bon.add_argument("--score-map", default="none", help="affine maps a [0, 1] PRM's scores to [-1, 1]")
     bon.add_argument("--separator", default="\n\n", help="step separator of the responses")
     bon.add_argument("--policy", help="sample the responses now from this policy (folder, hub id, .gguf, name)")
     bon.add_argument("--samples", type=int, default=8, help="responses sampled per question with --policy")

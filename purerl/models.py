@@ -197,9 +197,10 @@ def load_policy(path: str | Path, *, gguf_file: str | None = None, dtype: str | 
 
 
 def load_prm_model(path: str | Path, *, dtype: str | None = None, device: str = "cpu", trust_remote_code: bool = False,
-                   **kwargs):  # fmt: skip
-    """``(model, tokenizer)`` of a token-classification PRM from a local folder or hub id (safetensors)."""
-    model = AutoModelForTokenClassification.from_pretrained(
+                   auto_class=AutoModelForTokenClassification, **kwargs):  # fmt: skip
+    """``(model, tokenizer)`` of a PRM from a local folder or hub id (safetensors); ``auto_class`` picks
+    the head (token classification by default; a causal LM for Math-Shepherd)."""
+    model = auto_class.from_pretrained(
         path, dtype=torch_dtype_of(dtype), use_safetensors=True, trust_remote_code=trust_remote_code, **kwargs
     ).to(device)
     return model, AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)

@@ -18,6 +18,7 @@ from transformers import (
     Qwen2ForTokenClassification,
 )
 
+from purerl.builders import load_prm
 from purerl.models import load_prm_model
 from purerl.prm import PRMS
 from purerl.prm.batching import map_scores
@@ -108,6 +109,9 @@ def test_math_shepherd_compares_plus_and_minus_at_each_tag(shepherd_folder):
             logits = model(input_ids=torch.tensor([ids])).logits[0]
         expected = [torch.softmax(logits[p, [plus, minus]], -1)[0].item() for p in pos]
         assert got == pytest.approx(expected, abs=1e-5)
+    # the loader the trainer and `purerl bon` use picks the causal-LM head for this format
+    loaded = load_prm(str(shepherd_folder), "math_shepherd", score_map="affine").score(PROMPTS, STEPS)
+    assert [s for row in loaded for s in row] == pytest.approx([2 * s - 1 for row in scores for s in row], abs=1e-5)
 
 
 def test_score_map_and_batching_do_not_change_scores(qwen_prm_folder):

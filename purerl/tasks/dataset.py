@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 from purerl.data import DataConfig, MathExample, load_examples
 from purerl.grading import grade
+from purerl.tasks import arithmetic
 
 
 @dataclass(frozen=True)
@@ -54,16 +55,12 @@ class DatasetTask:
 class ArithmeticTask:
     """The built-in task behind the same interface."""
 
-    def __init__(self, cfg, eval_size: int):
-        from purerl.tasks import arithmetic
-
+    def __init__(self, cfg: arithmetic.ArithmeticConfig, eval_size: int):
         self.cfg = cfg
         self.separator = arithmetic.SEPARATOR
         self.heldout = arithmetic.generate_problems(cfg, eval_size, "heldout", seed=0)
 
-    def sample(self, rng: random.Random, n: int):
-        from purerl.tasks import arithmetic
-
+    def sample(self, rng: random.Random, n: int) -> list[arithmetic.Problem]:
         problems = []
         while len(problems) < n:
             p = arithmetic.random_problem(rng, self.cfg)
@@ -71,9 +68,7 @@ class ArithmeticTask:
                 problems.append(p)
         return problems
 
-    def grade(self, text: str, problem) -> bool | None:
-        from purerl.tasks import arithmetic
-
+    def grade(self, text: str, problem: arithmetic.Problem) -> bool | None:
         return arithmetic.grade(text, problem)
 
     @staticmethod
