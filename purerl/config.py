@@ -116,7 +116,7 @@ class RolloutConfig:
     """Prompts per RL step."""
     k: int = 8
     """Responses sampled per prompt (the group size K)."""
-    max_new_tokens: int = 64
+    max_new_tokens: int = 80
     """Length cap of a response (N in the baseline's normalisation)."""
     temperature: float = 1.0
     """Sampling temperature."""

@@ -25,8 +25,9 @@ log = logging.getLogger(__name__)
 class SFTConfig:
     """Supervised fine-tuning of the warm start."""
 
-    steps: int = 900
-    """Optimizer steps (the tiny policy's arithmetic "clicks" after about 750)."""
+    steps: int = 1500
+    """Optimizer steps (the tiny policy's rewriting "clicks" after about 1,000: greedy held-out
+    accuracy 0.34 at 900 steps, 0.72 at 1,050, in a 1,800-step run)."""
     batch_size: int = 64
     """Solutions per step."""
     lr: float = 1e-3
@@ -99,7 +100,7 @@ def warm_start_policy(
     task: arithmetic.ArithmeticConfig, size: TinyModelConfig, cfg: SFTConfig, refresh: bool = False
 ) -> Path:
     """Folder of the warm-started policy (model + tokenizer), trained once per config and cached."""
-    folder, ready = cached_folder(f"policy-{cache_key(task, size, cfg)}", refresh)
+    folder, ready = cached_folder(f"policy-{cache_key(task, size, cfg, arithmetic.FORMAT)}", refresh)
     if ready:
         return folder
     start = time.time()

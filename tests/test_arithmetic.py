@@ -31,14 +31,36 @@ def test_a_problem_by_hand():
     assert p.values == [0, 5, 0] and p.answer == "0"
     assert p.prompt == "Q: (7+3-5*2) mod 10\nA:\n"
     assert A.parse_prompt(p.prompt) == p
-    assert A.reference_solution(p) == "7+3=0\n\n0-5=5\n\n5*2=0\n\nThe answer is \\boxed{0}."
-    steps = ["7+3=0", "Let me check the last step.", "0-5=4", "4*2=8", "The answer is \\boxed{8}."]
-    # Local labels: only the wrong step is wrong; the steps carrying on from its value are correct.
+    assert A.reference_solution(p) == "7+3=0 (0-5*2)\n\n0-5=5 (5*2)\n\n5*2=0\n\nThe answer is \\boxed{0}."
+    steps = ["7+3=0 (0-5*2)", "Let me check the last step.", "0-5=4 (4*2)", "4*2=8", "The answer is \\boxed{8}."]
+    # Local labels: only the wrong step is wrong; the steps carrying on from what it wrote are correct.
     assert A.check_steps(p, steps) == [True, True, False, True, True]
     assert A.first_bad_chars(p, steps) == [None, None, 4, None, None]
-    assert A.first_bad_chars(p, ["7+3=0", "1-5=6"]) == [None, 0]  # did not start from the written value
-    assert A.check_steps(p, ["7+3=0", "The answer is \\boxed{0}."]) == [True, False]  # answered too early
-    assert A.check_steps(p, ["7-3=4"]) == [False]  # wrong operation
+    assert A.first_bad_chars(p, ["7+3=0 (0-5*2)", "0-5=5 (5*3)"]) == [None, 9]  # miscopied the rest
+    assert A.check_steps(p, ["7+3=0 (0-5*2)", "0-5=5 (5*3)", "5*3=5"]) == [True, False, True]  # carries on
+    assert A.check_steps(p, ["7+3=0 (0-5*2)", "The answer is \\boxed{0}."]) == [True, False]  # too early
+    assert A.check_steps(p, ["7-3=4 (4-5*2)"]) == [False]  # another operation than the expression's first
+    assert A.check_steps(p, ["6+3=9 (9-5*2)"]) == [False]  # did not start from the written value
+    assert A.check_steps(p, ["7+3=0 (1-5*2)"]) == [False]  # did not carry its result
+    assert A.check_steps(p, ["7+3=0"]) == [False]  # dropped what is left
+    assert A.check_steps(p, ["7 + 3 = 0 (0-5*2)"]) == [False]  # not the step's exact form
+    assert A.parse_op_step("7 + 3 = 0 (0 - 5*2)") == ((7, "+", 3, 0), 0, (("-", 5), ("*", 2)))
+    assert A.parse_op_step("8+1=9") == ((8, "+", 1, 9), 9, ())
+    assert A.parse_op_step("= (0-5*2)") is None
+
+
+def test_borrowing_subtraction_misconception():
+    # 1-3 mod 10 is 8; the misconception writes 3-1 = 2, and greedy decoding of data with
+    # misconception_rate > 0.5 would follow it.
+    p = A.Problem(1, (("-", 3), ("+", 1)))
+    assert A.check_steps(p, ["1-3=2 (2+1)", "2+1=3", "The answer is \\boxed{3}."]) == [False, True, True]
+    cfg = A.ArithmeticConfig(error_rate=0.0, filler_rate=0.0, misconception_rate=0.6)
+    rng = random.Random(0)
+    firsts = [A.sample_solution(p, rng, cfg)[0][0] for _ in range(2000)]
+    assert set(firsts) == {"1-3=2 (2+1)", "1-3=8 (8+1)"}
+    assert 0.55 < firsts.count("1-3=2 (2+1)") / len(firsts) < 0.65
+    no_borrow = A.Problem(5, (("-", 3),))  # 5-3 = 2 needs no borrow: never miswritten
+    assert {A.sample_solution(no_borrow, rng, cfg)[0][0] for _ in range(200)} == {"5-3=2"}
 
 
 def test_sampled_labels_match_the_checker():
@@ -66,17 +88,20 @@ def test_grading_and_rule_prm():
 
 def test_corrupted_steps_are_labelled_wrong():
     p = A.Problem(9, (("-", 2), ("+", 1)))
-    # wrong operation (computed consistently), wrong carried value, a fragment, an early answer
-    assert A.check_steps(p, ["9+2=1", "1+1=2", "The answer is \\boxed{2}."]) == [False, True, True]
-    assert A.check_steps(p, ["9-2=7", "6+1=7"]) == [True, False]
+    # wrong operation (computed consistently), a fragment, an early answer
+    assert A.check_steps(p, ["9+2=1 (1+1)", "1+1=2", "The answer is \\boxed{2}."]) == [False, True, True]
+    assert A.check_steps(p, ["9-2=7 (7+1)", "6+1=7"]) == [True, False]
     assert A.check_steps(p, ["1}."]) == [False]
+    assert A.check_steps(p, ["9-2=7 (7+"]) == [False]
     assert A.check_steps(p, ["Let me"]) == [False]  # not one of the filler steps: malformed
-    assert A.check_steps(p, ["9-2=7", "The answer is \\boxed{7}."]) == [True, False]
+    assert A.check_steps(p, ["9-2=7 (7+1)", "The answer is \\boxed{7}."]) == [True, False]
     rng = random.Random(0)
     changed = 0
     for _ in range(300):
         q = A.random_problem(rng, CFG)
-        steps, _ = A.sample_solution(q, rng, A.ArithmeticConfig(error_rate=0.0, filler_rate=0.0))
+        steps, _ = A.sample_solution(
+            q, rng, A.ArithmeticConfig(error_rate=0.0, filler_rate=0.0, misconception_rate=0.0)
+        )
         corrupted = A.corrupt_solution(q, steps, rng, rate=0.5)
         labels = A.check_steps(q, corrupted)
         first = next((k for k, (b, a) in enumerate(zip(steps, corrupted)) if b != a), None)

@@ -155,3 +155,21 @@ def test_dataset_task_gives_verifiable_rewards_only_where_rows_have_an_answer(ca
     p2 = next(p for p in batch.problems if p.reward_answer is None)
     assert trainer.task.grade(r"so \boxed{4}", p2) is True and trainer.task.grade("no idea", p2) is None
     assert len(trainer.heldout) == 2 and set(trainer.evaluate()) >= {"eval/accuracy", "eval/sampled_accuracy"}
+
+
+def test_steps_to_reach_vr_only_counts_from_the_seed_mean_curves():
+    from purerl.compare import comparison_table, first_step_reaching
+
+    def run(curve):  # held-out sampled and greedy accuracy every 10 steps, plus what the summary reads
+        return [{"step": s, "eval/sampled_accuracy": a, "eval/accuracy": a, "steps_per_response": 4.0,
+                 "response_length/mean": 30.0, "truncated_frac": 0.0} for s, a in curve]  # fmt: skip
+
+    vr = [run([(0, 0.3), (10, 0.4), (20, 0.5), (30, 0.6)]), run([(0, 0.3), (10, 0.4), (20, 0.6), (30, 0.6)])]
+    both = [run([(0, 0.3), (10, 0.62), (20, 0.7), (30, 0.7)]), run([(0, 0.3), (10, 0.5), (20, 0.7), (30, 0.7)])]
+    # VR-only ends at 0.6 (mean); its seed mean reaches 0.6 only at step 30 (0.55 at 20); min+vr's mean
+    # (0.56) is short at step 10 and reaches it at step 20.
+    assert first_step_reaching(vr, 0.6) == 30 and first_step_reaching(both, 0.6) == 20
+    assert first_step_reaching(both, 0.8) is None
+    table = comparison_table({"vr": vr, "min+vr": both})
+    assert "first reached at step 30 by VR-only, at step 20 by min+vr (67% of VR-only's steps)" in table
+    assert "held-out greedy accuracy 0.600" in table

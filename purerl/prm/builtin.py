@@ -23,6 +23,10 @@ from purerl.tasks import arithmetic
 
 log = logging.getLogger(__name__)
 
+DATA_VERSION = 2
+"""Version of the generated training data (its kinds of mistakes); part of the PRM's cache key, so
+changing what the data contains makes a new PRM instead of reusing a stale one."""
+
 
 def prm_examples(task: arithmetic.ArithmeticConfig, error_rate: float, corrupt_rate: float = 0.0):
     """A sampler of labelled solutions (prompt, steps, labels, first bad characters).
@@ -62,7 +66,7 @@ def policy_examples(policy: Path, task: arithmetic.ArithmeticConfig, n: int, see
             p = arithmetic.random_problem(rng, task)
             if arithmetic.split_of(p, task) == "train":
                 problems.append(p)
-        rollout = generate(model, tokenizer, [p.prompt for p in problems], max_new_tokens=64)
+        rollout = generate(model, tokenizer, [p.prompt for p in problems], max_new_tokens=80)
         texts = tokenizer.batch_decode(rollout.response_ids, skip_special_tokens=True)
         for p, text in zip(problems, texts):
             steps = [s.text for s in split_steps(text, arithmetic.SEPARATOR)]
@@ -103,7 +107,8 @@ def builtin_prm(
     ``init``: a causal LM folder whose backbone the PRM starts from (``size`` is then ignored).
     """
     extra = [separator] if separator != "\n" else []
-    key = cache_key(task, size, cfg, error_rate, init.name if init else None, corrupt_rate or None, *extra)
+    key = cache_key(task, size, cfg, error_rate, init.name if init else None, corrupt_rate or None, *extra,
+                    DATA_VERSION, arithmetic.FORMAT)  # fmt: skip
     folder, ready = cached_folder(f"prm-{key}", refresh)
     if ready:
         return folder

@@ -27,8 +27,9 @@ class PRMTrainConfig:
 
     head_steps: int = 50
     """Stage 1: optimizer steps on the classification head only."""
-    full_steps: int = 1000
-    """Stage 2: optimizer steps on all weights (the built-in PRM's step accuracy jumps after ~400)."""
+    full_steps: int = 2000
+    """Stage 2: optimizer steps on all weights (the built-in PRM starts to tell right from wrong
+    results after about 700 with dense labels)."""
     batch_size: int = 64
     """Labelled solutions per step."""
     head_lr: float = 1e-3
@@ -37,9 +38,10 @@ class PRMTrainConfig:
     """Stage-2 peak learning rate (cosine); 2e-3 never learns the built-in task."""
     seed: int = 0
     """Seed of the weights and of the sampled training solutions."""
-    dense_labels: bool = False
+    dense_labels: bool = True
     """Also label every token of a step ("still a prefix of a correct step"), where examples say where
-    each step goes wrong; otherwise only the separator token after each step is labelled."""
+    each step goes wrong; otherwise only the separator token after each step is labelled (the
+    built-in PRM: step accuracy 0.80 with marker labels only, 0.86 with dense labels, 1,000 steps)."""
 
 
 def _batch(tokenizer, examples: list[Example], separator: str, dense: bool = True):

@@ -1,19 +1,25 @@
 """The built-in task: chains of single-digit operations modulo 10, solved one operation per step.
 
 A problem is a start digit and a list of operations applied left to right, e.g.
-``Q: (7+3-2+1) mod 10``. Its solution writes one operation per step (``7+3=0``), steps separated by a
-blank line, and ends with ``The answer is \\boxed{9}.`` Digits are written the same way in the prompt
-and in the steps (no space before them), so that the tokenizer gives them the same tokens. Sampled
-training solutions contain what real chains of thought contain:
+``Q: (7+3-2+1) mod 10``. Its solution applies one operation per step and rewrites what is left
+(``7+3=0 (0-2+1)``, ``0-2=8 (8+1)``, ``8+1=9``), steps separated by a blank line, and ends with
+``The answer is \\boxed{9}.`` Every step can thus be checked from nearby text, as a reader checks a
+worked solution: its arithmetic inside the step, the operation it applies against the head of the
+expression written last, and its rewrite against that expression's tail; nothing requires counting
+operations in the prompt. Digits are written the same way in the prompt and in the steps (no space
+before them), so that the tokenizer gives them the same tokens. Sampled training solutions contain
+what real chains of thought contain:
 
-- mistakes: a step whose result is wrong; later steps carry on from the wrong value;
+- mistakes: a wrong result or a miscopied remainder; later steps carry on from what was written;
+- a systematic misconception: a borrowing subtraction (``1-3``) done as ``3-1`` (the value 2, not 8)
+  most of the time, so that greedy decoding follows it and starts well below its ceiling;
 - correct but useless steps ("filler": restating, planning, checking), which PRM800K-style labels call
   correct as long as nothing before them is wrong. These are what a sum-form policy learns to spam.
 
 Step labels are exact and local, as PRM800K annotators judge steps (see ``_expected_steps``).
-Difficulty knobs: the number of operations, the modulus (operand size) and the mix of operations.
-Deterministic by seed; train and held-out problems are disjoint by construction (a hash of the
-problem's text picks its split).
+Difficulty knobs: the number of operations, the modulus (operand size), the mix of operations and the
+rates of mistakes. Deterministic by seed; train and held-out problems are disjoint by construction (a
+hash of the problem's text picks its split).
 """
 
 from __future__ import annotations
@@ -32,8 +38,14 @@ FILLERS = (
     "I will go step by step.",
 )
 SEPARATOR = "\n\n"
-_OP_STEP = re.compile(r"^\s*(\d+)\s*([+\-*])\s*(\d+)\s*=\s*(\d+)\s*$")
+FORMAT = "op-rewrite"
+"""Name of the solution format; part of the built-in models' cache keys, so a format change never
+reuses a model trained on the old one."""
+_OP_STEP = re.compile(r"^\s*(\d+)\s*([+\-*])\s*(\d+)\s*=\s*(\d+)\s*(?:\(\s*(\d+)((?:\s*[+\-*]\s*\d+)+)\s*\))?\s*$")
+_OPERATION = re.compile(r"([+\-*])\s*(\d+)")
 _BOXED = re.compile(r"\\boxed\{([^{}]*)\}")
+
+Ops = tuple[tuple[str, int], ...]
 
 
 @dataclass(frozen=True)
@@ -53,7 +65,11 @@ class ArithmeticConfig:
     heldout_percent: int = 10
     """Share of all problems (by hash) reserved for held-out evaluation."""
     error_rate: float = 0.2
-    """Chance that a sampled solution's operation step has a wrong result (warm-start and PRM data)."""
+    """Chance that a sampled solution's step has a mistake (warm-start and PRM data): a wrong result,
+    or (one time in four) a miscopied remainder."""
+    misconception_rate: float = 0.6
+    """Chance that a borrowing subtraction ``a-b`` (``a < b``) is written as ``b-a``, a systematic
+    error: above 0.5, greedy decoding of the warm start makes it."""
     filler_rate: float = 0.15
     """Chance of a correct-but-useless step after each step of a sampled solution."""
 
@@ -63,13 +79,12 @@ class Problem:
     """One problem: ``start (op operand)...`` modulo ``modulus``."""
 
     start: int
-    ops: tuple[tuple[str, int], ...]
+    ops: Ops
     modulus: int = 10
 
     @property
     def prompt(self) -> str:
-        ops = "".join(f"{op}{x}" for op, x in self.ops)
-        return f"Q: ({self.start}{ops}) mod {self.modulus}\nA:\n"
+        return f"Q: ({self.start}{_ops_text(self.ops)}) mod {self.modulus}\nA:\n"
 
     @property
     def values(self) -> list[int]:
@@ -93,6 +108,32 @@ def apply(op: str, a: int, b: int, modulus: int) -> int:
     if op == "*":
         return (a * b) % modulus
     raise ValueError(f"unknown operation {op!r}")
+
+
+def _ops_text(ops: Ops) -> str:
+    return "".join(f"{op}{x}" for op, x in ops)
+
+
+def op_step(value: int, op: str, operand: int, result: int, rest: Ops) -> str:
+    """The text of a step that applies ``op operand`` to ``value`` and leaves ``result`` followed by the
+    operations ``rest``.
+
+    >>> op_step(7, "+", 3, 0, (("-", 2), ("+", 1))), op_step(8, "+", 1, 9, ())
+    ('7+3=0 (0-2+1)', '8+1=9')
+    """
+    return f"{value}{op}{operand}={result}" + (f" ({result}{_ops_text(rest)})" if rest else "")
+
+
+def parse_op_step(step: str) -> tuple[tuple[int, str, int, int], int, Ops] | None:
+    """``((value, op, operand, result), value left, operations left)`` of an operation step, or None for
+    any other text. Without a rewritten expression, what is left is the result alone."""
+    m = _OP_STEP.match(step)
+    if not m:
+        return None
+    applied = (int(m.group(1)), m.group(2), int(m.group(3)), int(m.group(4)))
+    if m.group(5) is None:
+        return applied, applied[3], ()
+    return applied, int(m.group(5)), tuple((op, int(x)) for op, x in _OPERATION.findall(m.group(6)))
 
 
 def split_of(problem: Problem, cfg: ArithmeticConfig) -> str:
@@ -121,19 +162,38 @@ def generate_problems(cfg: ArithmeticConfig, n: int, split: str, seed: int) -> l
     raise ValueError(f"could not draw {n} {split} problems; widen the task's knobs")
 
 
+def _miscopy(rest: Ops, rng: random.Random, cfg: ArithmeticConfig) -> Ops:
+    """``rest`` with one operation's sign or operand changed, or one operation dropped."""
+    k = rng.randrange(len(rest))
+    op, x = rest[k]
+    kind = rng.random()
+    if kind < 0.25:
+        return rest[:k] + rest[k + 1 :]
+    if kind < 0.6 and len(cfg.ops) > 1:
+        return (*rest[:k], (rng.choice([o for o in cfg.ops if o != op]), x), *rest[k + 1 :])
+    others = [y for y in range(1, max(cfg.max_operand, 2) + 1) if y != x]
+    return (*rest[:k], (op, rng.choice(others)), *rest[k + 1 :])
+
+
 def sample_solution(problem: Problem, rng: random.Random, cfg: ArithmeticConfig) -> tuple[list[str], list[bool]]:
     """A solution with realistic mistakes and filler steps, and the exact (local) label of each step."""
     steps: list[str] = []
     labels: list[bool] = []
-    v = problem.start
-    for op, x in problem.ops:
-        result = apply(op, v, x, problem.modulus)
-        ok = rng.random() >= cfg.error_rate
-        if not ok:
-            result = rng.choice([r for r in range(problem.modulus) if r != result])
-        steps.append(f"{v}{op}{x}={result}")
+    v, rest = problem.start, problem.ops
+    while rest:
+        (op, x), tail = rest[0], rest[1:]
+        result, ok = apply(op, v, x, problem.modulus), True
+        if rng.random() < cfg.error_rate:
+            ok = False
+            if tail and rng.random() < 0.25:
+                tail = _miscopy(tail, rng, cfg)
+            else:
+                result = rng.choice([r for r in range(problem.modulus) if r != result])
+        elif op == "-" and v < x and rng.random() < cfg.misconception_rate:
+            result, ok = x - v, False
+        steps.append(op_step(v, op, x, result, tail))
         labels.append(ok)
-        v = result
+        v, rest = result, tail
         if rng.random() < cfg.filler_rate:
             steps.append(rng.choice(FILLERS))
             labels.append(True)
@@ -142,27 +202,39 @@ def sample_solution(problem: Problem, rng: random.Random, cfg: ArithmeticConfig)
     return steps, labels
 
 
-def corrupt_solution(problem: Problem, steps: list[str], rng: random.Random, rate: float) -> list[str]:
-    """Add the mistakes a sampling policy makes beyond wrong results, each step with chance ``rate``.
+_LOOSE = ArithmeticConfig(ops="+-")
 
-    Wrong operation or operand (computed consistently), a wrong carried value, a fragment of a step
-    (``"1}."``, ``"Let me"``), or the answer given before the last operation. A PRM trained only on
+
+def corrupt_solution(problem: Problem, steps: list[str], rng: random.Random, rate: float) -> list[str]:
+    """Add the mistakes a sampling policy makes beyond those of :func:`sample_solution`, each step with
+    chance ``rate``: another operation applied than the one the expression starts with (computed
+    consistently), a value not carried from the step before, a result not carried into the rewrite,
+    a rewrite that drops the last operations or miscopies one, a fragment of a step (``"1}."``,
+    ``"7+3=0 (0-"``), or the answer given before the last operation. A PRM trained only on
     well-formed steps scores such outputs at random: the blind spots a policy then exploits.
     """
     out = []
     for step in steps:
-        m = _OP_STEP.match(step)
+        parsed = parse_op_step(step)
         roll = rng.random()
         if roll >= rate:
             out.append(step)
-        elif m and roll < rate / 3:
-            a, x = int(m.group(1)), rng.randint(1, 9)
-            op = rng.choice("+-*")
-            out.append(f"{a}{op}{x}={apply(op, a, x, problem.modulus)}")
-        elif m and roll < 2 * rate / 3:
-            a = (int(m.group(1)) + rng.randint(1, problem.modulus - 1)) % problem.modulus
-            op, x = m.group(2), int(m.group(3))
-            out.append(f"{a}{op}{x}={apply(op, a, x, problem.modulus)}")
+        elif parsed and roll < 0.6 * rate:
+            (a, op, x, _), _, rest = parsed
+            kind = rng.random()
+            if kind < 0.3:  # another operation or operand, computed right
+                op, x = rng.choice([(o, y) for o in "+-" for y in range(1, 4) if (o, y) != (op, x)])
+            elif kind < 0.5:  # did not start from the value written last
+                a = rng.choice([b for b in range(problem.modulus) if b != a])
+            r = apply(op, a, x, problem.modulus)
+            if kind < 0.5 or not rest:
+                out.append(op_step(a, op, x, r, rest))
+            elif kind < 0.65:  # did not carry its result into the rewrite
+                other = rng.choice([b for b in range(problem.modulus) if b != r])
+                out.append(f"{a}{op}{x}={r} ({other}{_ops_text(rest)})")
+            else:  # rewrote what is left wrongly: dropped the last operations, or miscopied one
+                cut = rest[: rng.randrange(len(rest))]
+                out.append(op_step(a, op, x, r, cut if rng.random() < 0.5 else _miscopy(rest, rng, _LOOSE)))
         elif roll < 0.8 * rate:
             cut = rng.randint(1, max(1, len(step) - 1))
             out.append((step[:cut] if rng.random() < 0.5 else step[cut:]).strip() or step)
@@ -172,10 +244,11 @@ def corrupt_solution(problem: Problem, steps: list[str], rng: random.Random, rat
 
 
 def reference_solution(problem: Problem) -> str:
-    steps, v = [], problem.start
-    for op, x in problem.ops:
+    steps, v, rest = [], problem.start, problem.ops
+    while rest:
+        (op, x), rest = rest[0], rest[1:]
         r = apply(op, v, x, problem.modulus)
-        steps.append(f"{v}{op}{x}={r}")
+        steps.append(op_step(v, op, x, r, rest))
         v = r
     steps.append(f"The answer is \\boxed{{{v}}}.")
     return SEPARATOR.join(steps)
@@ -202,28 +275,28 @@ def grade(text: str, problem: Problem) -> bool | None:
 
 
 def _expected_steps(problem: Problem, steps: list[str]):
-    """For each step: its kind ("op", "answer", "filler") and the correct text it should have had.
+    """For each step: its kind ("op", "answer", "filler", "malformed") and the correct text it should
+    have had.
 
     Step labels are *local*, as PRM800K annotators judge a step: an operation step is correct when it
-    applies the problem's next operation to the value the previous step wrote and gets the result
-    right; the answer step when it boxes the value the steps reached, after every operation; a
-    filler step (one of ``FILLERS``) is correct but useless; any other text is malformed, so wrong.
-    A solution that carries on from a wrong value is thus
-    wrong at that one step (which the min-form sees), not at every later step.
+    applies the first operation of the expression written last (the prompt's, at first), gets the
+    result right and rewrites the rest; the answer step when it boxes the value written last, with no
+    operation left; a filler step (one of ``FILLERS``) is correct but useless; any other text is
+    malformed, so wrong. A solution that carries on from a wrong step is thus wrong at that one step
+    (which the min-form sees), not at every later step.
     """
-    written, k = problem.start, 0
+    value, rest = problem.start, problem.ops
     for step in steps:
-        m = _OP_STEP.match(step)
-        if m:
-            r = int(m.group(4))
-            want = problem.ops[k] if k < len(problem.ops) else None
-            expected = (
-                f"{written}{want[0]}{want[1]}={apply(want[0], written, want[1], problem.modulus)}" if want else ""
-            )
-            yield "op", expected
-            written, k = r, k + 1
+        parsed = parse_op_step(step)
+        if parsed:
+            if rest:
+                (op, x), tail = rest[0], rest[1:]
+                yield "op", op_step(value, op, x, apply(op, value, x, problem.modulus), tail)
+            else:
+                yield "op", ""
+            _, value, rest = parsed
         elif extract_answer(step) is not None:
-            yield "answer", f"The answer is \\boxed{{{written}}}." if k == len(problem.ops) else ""
+            yield "answer", "" if rest else f"The answer is \\boxed{{{value}}}."
         elif " ".join(step.split()) in FILLERS:
             yield "filler", None
         else:
@@ -264,7 +337,7 @@ def parse_prompt(prompt: str) -> Problem:
     m = _PROMPT.match(prompt)
     if not m:
         raise ValueError(f"not a prompt of the arithmetic task: {prompt!r}")
-    ops = tuple((op, int(x)) for op, x in re.findall(r"([+\-*])(\d+)", m.group(2)))
+    ops = tuple((op, int(x)) for op, x in _OPERATION.findall(m.group(2)))
     return Problem(int(m.group(1)), ops, int(m.group(3)))
 
 
