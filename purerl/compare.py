@@ -103,7 +103,7 @@ def comparison_table(runs: dict[str, list[list[dict]]]) -> str:
 
 def _steps_to_reach(runs: dict[str, list[list[dict]]], key: str, name: str) -> str:
     """PRM+VR's steps to reach VR-only's final held-out accuracy (PURE reports about 30%)."""
-    finals = [[v for _, v in zip(*series(r, key))][-1] for r in runs["vr"]]
+    finals = [series(r, key)[1][-1] for r in runs["vr"]]
     target = statistics.mean(finals)
     vr_steps = first_step_reaching(runs["vr"], target, key)
     both = first_step_reaching(runs["min+vr"], target, key)
