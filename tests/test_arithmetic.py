@@ -73,6 +73,35 @@ def test_sampled_labels_match_the_checker():
         assert A.grade(A.SEPARATOR.join(steps), p) == (str(A.extract_answer(steps[-1])) == p.answer)
 
 
+def test_dropped_ends_carry_on_consistently_and_are_wrong_at_one_step():
+    """The PRM data's rewrite mistakes: a step drops the end of what is left, later steps follow it."""
+    rng = random.Random(1)
+    cfg = A.ArithmeticConfig(error_rate=0.5, filler_rate=0.0, misconception_rate=0.0)
+    drops = 0
+    for _ in range(1000):
+        p = A.random_problem(rng, cfg)
+        steps, labels = A.sample_solution(p, rng, cfg, rewrite_share=1.0, drop_share=1.0)
+        assert A.check_steps(p, steps) == labels
+        value, rest = p.start, p.ops
+        for step, ok in zip(steps[:-1], labels):
+            (start, op, x, _), value_left, rest_left = A.parse_op_step(step)
+            assert (start, op, x) == (value, *rest[0])  # carries on from what was written
+            if len(rest_left) < len(rest) - 1:  # dropped the end of what is left: wrong, once
+                drops += 1
+                assert not ok and rest_left == rest[1 : 1 + len(rest_left)]
+            value, rest = value_left, rest_left
+        assert rest == () and steps[-1] == f"The answer is \\boxed{{{value}}}."
+    assert drops > 100
+    # the warm start's data keeps its old mistakes: without drop_share a rewrite drops one operation at most
+    for _ in range(300):
+        p = A.random_problem(rng, cfg)
+        rest = p.ops
+        for step in A.sample_solution(p, rng, cfg, rewrite_share=1.0)[0][:-1]:
+            rest_left = A.parse_op_step(step)[2]
+            assert len(rest_left) >= len(rest) - 2
+            rest = rest_left
+
+
 def test_grading_and_rule_prm():
     p = A.Problem(2, (("+", 2),))
     assert A.grade("2+2=4\n\nThe answer is \\boxed{4}.", p) is True

@@ -173,3 +173,6 @@ def test_steps_to_reach_vr_only_counts_from_the_seed_mean_curves():
     table = comparison_table({"vr": vr, "min+vr": both})
     assert "first reached at step 30 by VR-only, at step 20 by min+vr (67% of VR-only's steps)" in table
     assert "held-out greedy accuracy 0.600" in table
+    short = [run([(0, 0.3), (10, 0.55), (20, 0.5), (30, 0.4)]), run([(0, 0.3), (10, 0.55), (20, 0.6), (30, 0.5)])]
+    table = comparison_table({"vr": vr, "min+vr": short})
+    assert "not within the run by min+vr (its best seed mean: 0.550 at step 10)" in table  # 0.55 at 10 and 20

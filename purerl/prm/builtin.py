@@ -23,9 +23,16 @@ from purerl.tasks import arithmetic
 
 log = logging.getLogger(__name__)
 
-DATA_VERSION = 2
+DATA_VERSION = 3
 """Version of the generated training data (its kinds of mistakes); part of the PRM's cache key, so
-changing what the data contains makes a new PRM instead of reusing a stale one."""
+changing what the data contains makes a new PRM instead of reusing a stale one. v3: half of the
+mistakes are in the rewrite of what is left, half of those drop its end, and the solution carries on
+from the shortened expression (v2's dropped ends were followed by steps that did not, so the PRM
+learned to flag the step after a drop, not a drop that the policy then follows consistently)."""
+REWRITE_SHARE = 0.5
+"""Share of the data's mistakes made in rewriting what is left (:func:`arithmetic.sample_solution`)."""
+DROP_SHARE = 0.5
+"""Share of those that drop the end of what is left."""
 
 
 def prm_examples(task: arithmetic.ArithmeticConfig, error_rate: float, corrupt_rate: float = 0.0):
@@ -38,7 +45,7 @@ def prm_examples(task: arithmetic.ArithmeticConfig, error_rate: float, corrupt_r
 
     def sample(rng: random.Random):
         p = arithmetic.random_problem(rng, data_task)
-        steps, _ = arithmetic.sample_solution(p, rng, data_task)
+        steps, _ = arithmetic.sample_solution(p, rng, data_task, REWRITE_SHARE, DROP_SHARE)
         steps = arithmetic.corrupt_solution(p, steps, rng, corrupt_rate) if corrupt_rate else steps
         bad = arithmetic.first_bad_chars(p, steps)
         return p.prompt, steps, [b is None for b in bad], bad

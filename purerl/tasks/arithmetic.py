@@ -175,8 +175,21 @@ def _miscopy(rest: Ops, rng: random.Random, cfg: ArithmeticConfig) -> Ops:
     return (*rest[:k], (op, rng.choice(others)), *rest[k + 1 :])
 
 
-def sample_solution(problem: Problem, rng: random.Random, cfg: ArithmeticConfig) -> tuple[list[str], list[bool]]:
-    """A solution with realistic mistakes and filler steps, and the exact (local) label of each step."""
+def _drop_end(rest: Ops, rng: random.Random) -> Ops:
+    """``rest`` without its last operations (one or more, possibly all)."""
+    return rest[: rng.randrange(len(rest))]
+
+
+def sample_solution(
+    problem: Problem, rng: random.Random, cfg: ArithmeticConfig, rewrite_share: float = 0.25, drop_share: float = 0.0
+) -> tuple[list[str], list[bool]]:
+    """A solution with realistic mistakes and filler steps, and the exact (local) label of each step.
+
+    ``rewrite_share``: share of mistakes made in rewriting what is left rather than in the result;
+    ``drop_share``: share of those that drop the end of what is left (the others miscopy it). Later
+    steps carry on from what was written, so a dropped end gives a shorter, locally consistent
+    solution that is wrong at one step only.
+    """
     steps: list[str] = []
     labels: list[bool] = []
     v, rest = problem.start, problem.ops
@@ -185,8 +198,8 @@ def sample_solution(problem: Problem, rng: random.Random, cfg: ArithmeticConfig)
         result, ok = apply(op, v, x, problem.modulus), True
         if rng.random() < cfg.error_rate:
             ok = False
-            if tail and rng.random() < 0.25:
-                tail = _miscopy(tail, rng, cfg)
+            if tail and rng.random() < rewrite_share:
+                tail = _drop_end(tail, rng) if drop_share and rng.random() < drop_share else _miscopy(tail, rng, cfg)
             else:
                 result = rng.choice([r for r in range(problem.modulus) if r != result])
         elif op == "-" and v < x and rng.random() < cfg.misconception_rate:
@@ -233,8 +246,8 @@ def corrupt_solution(problem: Problem, steps: list[str], rng: random.Random, rat
                 other = rng.choice([b for b in range(problem.modulus) if b != r])
                 out.append(f"{a}{op}{x}={r} ({other}{_ops_text(rest)})")
             else:  # rewrote what is left wrongly: dropped the last operations, or miscopied one
-                cut = rest[: rng.randrange(len(rest))]
-                out.append(op_step(a, op, x, r, cut if rng.random() < 0.5 else _miscopy(rest, rng, _LOOSE)))
+                wrong = _drop_end(rest, rng) if rng.random() < 0.5 else _miscopy(rest, rng, _LOOSE)
+                out.append(op_step(a, op, x, r, wrong))
         elif roll < 0.8 * rate:
             cut = rng.randint(1, max(1, len(step) - 1))
             out.append((step[:cut] if rng.random() < 0.5 else step[cut:]).strip() or step)
