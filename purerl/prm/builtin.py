@@ -23,15 +23,17 @@ from purerl.tasks import arithmetic
 
 log = logging.getLogger(__name__)
 
-DATA_VERSION = 3
+DATA_VERSION = 4
 """Version of the generated training data (its kinds of mistakes); part of the PRM's cache key, so
 changing what the data contains makes a new PRM instead of reusing a stale one. v3: half of the
 mistakes are in the rewrite of what is left, half of those drop its end, and the solution carries on
 from the shortened expression (v2's dropped ends were followed by steps that did not, so the PRM
-learned to flag the step after a drop, not a drop that the policy then follows consistently)."""
-REWRITE_SHARE = 0.5
+learned to flag the step after a drop, not a drop that the policy then follows consistently). v4:
+70% of the mistakes in the rewrite, 60% of those miscopies (v3's PRM scored miscopied operands like
+correct steps). See docs/builtin-models.md."""
+REWRITE_SHARE = 0.7
 """Share of the data's mistakes made in rewriting what is left (:func:`arithmetic.sample_solution`)."""
-DROP_SHARE = 0.5
+DROP_SHARE = 0.4
 """Share of those that drop the end of what is left."""
 
 
