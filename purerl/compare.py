@@ -57,13 +57,16 @@ def run_arms(config, overrides, arms, seeds, out: Path, jobs: int = 2) -> dict[s
     return folders
 
 
+def mean_curve(rows: list[list[dict]], key: str) -> dict[int, float]:
+    """Seed-mean of ``key`` at each step that every seed evaluated."""
+    curves = [dict(zip(*series(r, key))) for r in rows]
+    steps = sorted(set.intersection(*(set(c) for c in curves)))
+    return {step: sum(c[step] for c in curves) / len(curves) for step in steps}
+
+
 def first_step_reaching(rows: list[list[dict]], target: float, key: str = "eval/sampled_accuracy") -> int | None:
     """First evaluated step at which the seed-mean of ``key`` (held-out accuracy) reaches ``target``."""
-    curves = [dict(zip(*series(r, key))) for r in rows]
-    for step in sorted(set.intersection(*(set(c) for c in curves))):
-        if sum(c[step] for c in curves) / len(curves) >= target:
-            return step
-    return None
+    return next((step for step, value in mean_curve(rows, key).items() if value >= target), None)
 
 
 def _ms(values) -> str:
@@ -110,8 +113,7 @@ def _steps_to_reach(runs: dict[str, list[list[dict]]], key: str, name: str) -> s
     head = f"VR-only final held-out {name} accuracy {target:.3f} (seed mean): first reached at step {vr_steps} "
     head += "by VR-only, "
     if both is None:
-        curves = [dict(zip(*series(r, key))) for r in runs["min+vr"]]
-        mean = {t: sum(c[t] for c in curves) / len(curves) for t in set.intersection(*(set(c) for c in curves))}
+        mean = mean_curve(runs["min+vr"], key)
         best = max(mean, key=lambda t: (mean[t], -t))
         return head + f"not within the run by min+vr (its best seed mean: {mean[best]:.3f} at step {best})"
     share = f" ({both / vr_steps:.0%} of VR-only's steps)" if vr_steps else ""

@@ -77,8 +77,8 @@ class PRMConfig:
     train: PRMTrainConfig = field(default_factory=PRMTrainConfig)
     """Two-stage training of the built-in PRM."""
     data_error_rate: float = 0.5
-    """Share of wrong operation steps in the built-in PRM's training solutions (balanced classes); half
-    of them wrong results, half wrong rewrites of what is left (``prm.builtin.REWRITE_SHARE``)."""
+    """Share of wrong operation steps in the built-in PRM's training solutions (balanced classes): 30%
+    of them wrong results, 70% wrong rewrites of what is left (``prm.builtin.REWRITE_SHARE``)."""
     data_corrupt_rate: float = 0.2
     """Share of steps given a sampling policy's other mistakes (wrong operation, fragments, early
     answers) in the built-in PRM's training data; 0 gives a PRM with those blind spots."""
