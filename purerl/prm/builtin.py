@@ -56,10 +56,12 @@ def prm_examples(task: arithmetic.ArithmeticConfig, error_rate: float, corrupt_r
 
 
 def policy_examples(policy: Path, task: arithmetic.ArithmeticConfig, n: int, seed: int, batch: int = 128):
-    """``n`` solutions sampled (temperature 1) from the causal LM in ``policy`` on training problems,
-    labelled by the exact checker; responses without any step are dropped."""
+    """``n`` solutions sampled (temperature 1, the rollout's default length cap) from the causal LM in
+    ``policy`` on training problems, labelled by the exact checker; responses without any step are
+    dropped."""
     import torch
 
+    from purerl.config import RolloutConfig
     from purerl.models import load_policy
     from purerl.rollout.hf import generate
     from purerl.steps import split_steps
@@ -75,7 +77,7 @@ def policy_examples(policy: Path, task: arithmetic.ArithmeticConfig, n: int, see
             p = arithmetic.random_problem(rng, task)
             if arithmetic.split_of(p, task) == "train":
                 problems.append(p)
-        rollout = generate(model, tokenizer, [p.prompt for p in problems], max_new_tokens=80)
+        rollout = generate(model, tokenizer, [p.prompt for p in problems], max_new_tokens=RolloutConfig.max_new_tokens)
         texts = tokenizer.batch_decode(rollout.response_ids, skip_special_tokens=True)
         for p, text in zip(problems, texts):
             steps = [s.text for s in split_steps(text, arithmetic.SEPARATOR)]
