@@ -15,7 +15,8 @@ import time
 
 import torch
 
-from purerl.credit import kl_penalty, pure_advantages
+from purerl.credit import pure_advantages
+from purerl.kl import kl_penalty
 from purerl.steps import decode_with_offsets, segment_batch
 from purerl.tokenization import train_bpe_tokenizer
 

@@ -19,6 +19,7 @@ every response is used once at every N.
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -26,7 +27,9 @@ from dataclasses import dataclass, field
 import torch
 
 from purerl.credit import transform_step_rewards
-from purerl.grading import answers_match, extract_answer, normalize
+from purerl.grading import answers_match, extract_answer, grade, normalize
+from purerl.responses import ResponseRow
+from purerl.steps import split_steps
 
 AGGREGATIONS = ("min", "soft_min_sum", "last", "mean", "product")
 
@@ -79,6 +82,8 @@ class Candidate:
 
 @dataclass
 class Question:
+    """The sampled responses of one question, with their answers grouped by equivalence."""
+
     candidates: list[Candidate]
     answer_classes: list[int] = field(default_factory=list)
     """For each candidate, the index of its class of equivalent answers (-1 without an answer)."""
@@ -104,6 +109,7 @@ def answer_classes(answers: Sequence[str | None], timeout: float = 5.0) -> list[
 
 def make_question(responses: Sequence[str], correct: Sequence[bool], step_scores=None, outcome_scores=None,
                   extract: Sequence[str] = ("boxed", "answer_is")) -> Question:  # fmt: skip
+    """A :class:`Question` from responses, their correctness and optional step / outcome scores."""
     answers = [extract_answer(r, extract) for r in responses]
     cands = [
         Candidate(
@@ -184,8 +190,56 @@ def bon_accuracy(questions: Sequence[Question], methods: Sequence[str], score_ra
 
 
 def format_table(table: dict[str, dict[int, float]]) -> str:
+    """A :func:`bon_accuracy` table as text: a row per method, a column per N, accuracy in %."""
     sizes = sorted(next(iter(table.values())))
     lines = ["method".ljust(22) + "".join(f"N={s}".rjust(8) for s in sizes)]
     for method, row in table.items():
         lines.append(method.ljust(22) + "".join(f"{100 * row[s]:8.1f}" for s in sizes))
     return "\n".join(lines)
+
+
+def bon_report(rows: Sequence[ResponseRow], file: str, *, outcome_field: str | None = None, prm: str | None = None,
+               prm_kind: str = "token_classification", score_map: str = "none", separator: str = "\n\n",
+               out: str | None = None) -> str:  # fmt: skip
+    """Best-of-N accuracy of the responses of each row, as ``purerl bon`` prints it.
+
+    Majority vote always; ``outcome_field``: also the pick by that outcome score per response (a
+    number or a one-element list); ``prm``: also every PRM aggregation and weighted vote, with step
+    scores from that PRM (a folder or hub id, adapter ``prm_kind``; steps split at ``separator``).
+    A response is correct by its row's labels if the rows have them, else by grading it.
+
+    Args:
+        rows: from :func:`purerl.responses.read_response_rows`.
+        file: the file they came from (named in errors).
+        out: write ``{"questions": ..., "accuracy": {method: {N: accuracy}}}`` here as JSON.
+    """
+    methods = ["majority"] + (["score"] if outcome_field else [])
+    scorer = None
+    if prm:
+        from purerl.builders import load_prm
+
+        scorer = load_prm(prm, prm_kind, score_map=score_map)
+        methods += list(AGGREGATIONS) + [f"weighted_{a}" for a in AGGREGATIONS]
+    questions = [_bon_question(r, file, outcome_field, scorer, separator) for r in rows]
+    table = bon_accuracy(questions, methods, scorer.score_range if scorer else (-1.0, 1.0))
+    if out:
+        with open(out, "w") as f:
+            json.dump({"questions": len(questions), "accuracy": table}, f, indent=2)
+    return f"{len(questions)} questions; accuracy (%) of the pick among N responses\n" + format_table(table)
+
+
+def _bon_question(row: ResponseRow, file: str, outcome_field: str | None, scorer, separator: str) -> Question:
+    """A :class:`Question` from one row of a responses file, its responses scored by ``scorer`` if any."""
+    example, responses = row.example, row.responses
+    step_scores = None
+    if scorer is not None:
+        steps = [[s.text for s in split_steps(r, separator)] for r in responses]
+        step_scores = scorer.score([example.question] * len(responses), steps)
+    correct = row.labels if row.labels is not None else [bool(grade(r, example.gold)) for r in responses]
+    outcome = None
+    if outcome_field:
+        values = row.fields.get(outcome_field)
+        if values is None or len(values) != len(responses):
+            raise ValueError(f"{file} row {example.row}: field {outcome_field!r} needs one score per response")
+        outcome = [v[0] if isinstance(v, list) else v for v in values]  # [[3.5], ...] or [3.5, ...]
+    return make_question(responses, correct, step_scores, outcome)

@@ -1,14 +1,17 @@
-"""Build the policy and the PRM a config asks for (built-in models are trained once and cached)."""
+"""Build the policy, the PRM, the task and the rollout backend a validated config asks for.
+
+Built-in models are trained once and cached (or shipped). Each PRM kind, task and rollout backend
+builds itself from the config (``from_config``), looked up by name in :mod:`purerl.registry`.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from purerl.config import TrainConfig
-from purerl.models import load_policy, load_prm_model
-from purerl.prm import PRMS
+from purerl.config import TrainConfig, task_name
+from purerl.models import load_policy
 from purerl.prm.builtin import adapted_prm, builtin_prm
-from purerl.tasks import arithmetic
+from purerl.registry import PRMS, ROLLOUT_BACKENDS, TASKS
 from purerl.warmstart import warm_start_policy
 
 
@@ -60,37 +63,24 @@ def build_policy(cfg: TrainConfig):
 def load_prm(path: str, kind: str, *, dtype: str | None = None, device: str = "cpu", trust_remote_code: bool = False,
              score_map: str = "none", separator: str = "\n"):  # fmt: skip
     """The adapter ``kind`` around the model in ``path``, loaded with the head its format uses."""
-    from transformers import AutoModel, AutoModelForCausalLM, AutoModelForTokenClassification
-
-    if kind not in PRMS or kind == "rule":
-        raise ValueError(
-            f"unknown model-backed PRM kind {kind!r}; choose from token_classification, qwen_prm, math_shepherd"
-        )
-    auto_class = {
-        "math_shepherd": AutoModelForCausalLM,
-        # Qwen2.5-Math-PRM ships its model class as remote code (AutoModel); two-logit heads load without it
-        "qwen_prm": AutoModel if trust_remote_code else AutoModelForTokenClassification,
-    }.get(kind, AutoModelForTokenClassification)
-    model, tokenizer = load_prm_model(path, dtype=dtype, device=device, trust_remote_code=trust_remote_code,
-                                      auto_class=auto_class)  # fmt: skip
-    if kind == "token_classification":
-        return PRMS[kind](model, tokenizer, separator=separator)
-    return PRMS[kind](model, tokenizer, score_map=score_map)
-
-
-def build_prm(cfg: TrainConfig, policy_tokenizer):
-    """The PRM named by ``cfg.prm.kind``."""
-    p = cfg.prm
-    if p.kind == "rule":
-        return PRMS["rule"](arithmetic.rule_checker)
-    return load_prm(prm_path(cfg), p.kind, dtype=p.dtype, device=p.device, trust_remote_code=p.trust_remote_code,
-                    score_map=p.score_map, separator=p.separator)  # fmt: skip
+    cls = PRMS.resolve(kind)
+    if not hasattr(cls, "load"):
+        models = [k for k in PRMS.names() if hasattr(PRMS.resolve(k), "load")]
+        raise ValueError(f"PRM kind {kind!r} has no model to load; choose a model-backed kind: {', '.join(models)}")
+    return cls.load(path, dtype=dtype, device=device, trust_remote_code=trust_remote_code, score_map=score_map,
+                    separator=separator)  # fmt: skip
 
 
 def build_task(cfg: TrainConfig):
-    """The built-in arithmetic task, or a dataset's problems when ``data.train.path`` is set."""
-    from purerl.tasks.dataset import ArithmeticTask, DatasetTask
+    """The task of a config (``data.task``; see :func:`purerl.config.task_name`)."""
+    return TASKS.resolve(task_name(cfg)).from_config(cfg)
 
-    if cfg.data.train.path:
-        return DatasetTask(cfg.data.train, cfg.data.heldout, cfg.run.eval_size, cfg.data.separator)
-    return ArithmeticTask(cfg.task, cfg.run.eval_size)
+
+def build_prm(cfg: TrainConfig, task):
+    """The PRM named by ``cfg.prm.kind``, built for ``task``."""
+    return PRMS.resolve(cfg.prm.kind).from_config(cfg, task)
+
+
+def build_rollout(cfg: TrainConfig, model, tokenizer):
+    """The generation backend named by ``cfg.rollout.backend`` around the policy."""
+    return ROLLOUT_BACKENDS.resolve(cfg.rollout.backend)(model, tokenizer)

@@ -14,120 +14,40 @@ Notation (one block, used by every docstring below):
 - ``step_ends`` (B, S): index in ``[0, T)`` of the last token of each step; strictly increasing over
   the real steps of a response (``purerl.steps`` builds it).
 
-Every function keeps the dtype and device of its floating-point inputs.
+Every function keeps the dtype and device of its floating-point inputs. This module holds the paper's
+math only: masked statistics are in :mod:`purerl.stats`, KL estimators in :mod:`purerl.kl`, the PPO
+loss and log-probs in :mod:`purerl.losses`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import torch
 
-from purerl.losses import (
-    aggregate_loss,
-    entropy_from_logits,
-    logprobs_from_logits,
-    ppo_clip_loss,
-)
+from purerl.registry import DEFAULT_TEMPERATURE, TRANSFORMS
 
 __all__ = [
-    "KL_ESTIMATORS",
+    "DEFAULT_TEMPERATURE",
     "TRANSFORMS",
-    "aggregate_loss",
     "broadcast_steps_to_tokens",
-    "entropy_from_logits",
     "grpo_advantages",
-    "kl_penalty",
     "leave_one_out_baseline",
-    "logprobs_from_logits",
-    "masked_mean",
-    "masked_sum",
-    "masked_var",
-    "masked_whiten",
-    "ppo_clip_loss",
+    "min_transform",
     "process_returns",
     "pure_advantages",
     "reverse_cumsum",
     "rloo_advantages",
+    "soft_min_transform",
     "step_returns",
+    "sum_transform",
     "transform_step_rewards",
 ]
-
-
-# --------------------------------------------------------------------------------------------------
-# Masked statistics
-# --------------------------------------------------------------------------------------------------
-
-
-def masked_sum(values: torch.Tensor, mask: torch.Tensor, dim: int | None = None) -> torch.Tensor:
-    """Sum of ``values`` where ``mask`` is 1; masked-out entries may hold NaN or inf.
-
-    Args:
-        values: any shape, e.g. (B, T).
-        mask: same shape as ``values`` (bool or 0/1).
-        dim: dimension to reduce; ``None`` reduces everything to a scalar.
-    """
-    kept = torch.where(mask.bool(), values, torch.zeros((), dtype=values.dtype, device=values.device))
-    return kept.sum() if dim is None else kept.sum(dim=dim)
-
-
-def masked_mean(values: torch.Tensor, mask: torch.Tensor, dim: int | None = None) -> torch.Tensor:
-    """Mean of ``values`` where ``mask`` is 1; 0 (not NaN) where the mask is empty.
-
-    Args:
-        values: any shape, e.g. (B, T).
-        mask: same shape as ``values``.
-        dim: dimension to reduce; ``None`` reduces everything to a scalar.
-    """
-    count = mask.to(values.dtype)
-    count = count.sum() if dim is None else count.sum(dim=dim)
-    return masked_sum(values, mask, dim) / count.clamp(min=1)
-
-
-def masked_var(values: torch.Tensor, mask: torch.Tensor, dim: int | None = None, unbiased: bool = True) -> torch.Tensor:
-    """Variance of ``values`` where ``mask`` is 1 (Bessel-corrected by default).
-
-    Args:
-        values: any shape, e.g. (B, T).
-        mask: same shape as ``values``.
-        dim: dimension to reduce; ``None`` reduces everything to a scalar.
-        unbiased: divide by ``count - 1`` instead of ``count``; a single kept value gives 0.
-    """
-    mean = masked_mean(values, mask, dim)
-    if dim is not None:
-        mean = mean.unsqueeze(dim)
-    sq = masked_sum((values - mean) ** 2, mask, dim)
-    count = mask.to(values.dtype)
-    count = count.sum() if dim is None else count.sum(dim=dim)
-    denom = count - 1 if unbiased else count
-    return sq / denom.clamp(min=1)
-
-
-def masked_whiten(values: torch.Tensor, mask: torch.Tensor, shift_mean: bool = True, eps: float = 1e-8) -> torch.Tensor:
-    """Batch whitening over the kept entries: ``(x - mean) / sqrt(var + eps)``, zero where masked.
-
-    Args:
-        values: (B, T) or any shape.
-        mask: same shape as ``values``.
-        shift_mean: subtract the mean; with False only the scale changes (PPO's advantage whitening
-            keeps the mean for some estimators).
-    Returns:
-        Tensor of the shape of ``values``, 0 outside ``mask``.
-    """
-    mean = masked_mean(values, mask)
-    var = masked_var(values, mask)
-    whitened = (values - mean) * torch.rsqrt(var + eps)
-    if not shift_mean:
-        whitened = whitened + mean
-    return torch.where(mask.bool(), whitened, torch.zeros_like(whitened))
-
 
 # --------------------------------------------------------------------------------------------------
 # Step-reward transforms (PURE Eq. 3-5)
 # --------------------------------------------------------------------------------------------------
 
 
-def _soft_min(rewards: torch.Tensor, step_mask: torch.Tensor, temperature: float) -> torch.Tensor:
+def soft_min_transform(rewards: torch.Tensor, step_mask: torch.Tensor, temperature: float) -> torch.Tensor:
     # PURE Eq. 5: r*_j = softmax(-r / T)_j * r_j over the real steps of the response.
     if temperature <= 0:
         raise ValueError(f"soft_min needs temperature > 0, got {temperature}; use mode='min' for T -> 0")
@@ -137,7 +57,7 @@ def _soft_min(rewards: torch.Tensor, step_mask: torch.Tensor, temperature: float
     return weights * rewards
 
 
-def _hard_min(rewards: torch.Tensor, step_mask: torch.Tensor, temperature: float) -> torch.Tensor:
+def min_transform(rewards: torch.Tensor, step_mask: torch.Tensor, temperature: float) -> torch.Tensor:
     # PURE Eq. 3-4 (the T -> 0+ limit of Eq. 5): only the first step of minimum reward keeps it.
     big = torch.full_like(rewards, torch.inf)
     worst = torch.where(step_mask, rewards, big).argmin(dim=-1, keepdim=True)  # first minimum
@@ -145,17 +65,9 @@ def _hard_min(rewards: torch.Tensor, step_mask: torch.Tensor, temperature: float
     return torch.where(one_hot, rewards, torch.zeros_like(rewards))
 
 
-def _sum(rewards: torch.Tensor, step_mask: torch.Tensor, temperature: float) -> torch.Tensor:
+def sum_transform(rewards: torch.Tensor, step_mask: torch.Tensor, temperature: float) -> torch.Tensor:
     # The canonical sum-form: every step keeps its reward (kept for the paper's ablation).
     return rewards
-
-
-TRANSFORMS: dict[str, Callable[[torch.Tensor, torch.Tensor, float], torch.Tensor]] = {
-    "soft_min": _soft_min,
-    "min": _hard_min,
-    "sum": _sum,
-}
-"""Registry of step-reward transforms: name -> fn(step_rewards, step_mask, temperature)."""
 
 
 def _check_same_shape(**tensors: torch.Tensor) -> None:
@@ -167,8 +79,8 @@ def _check_same_shape(**tensors: torch.Tensor) -> None:
 def transform_step_rewards(
     step_rewards: torch.Tensor,
     step_mask: torch.Tensor,
-    mode: str = "soft_min",
-    temperature: float = 0.1,
+    mode: str,
+    temperature: float = DEFAULT_TEMPERATURE,
 ) -> torch.Tensor:
     """Transform PRM step rewards into the rewards that credit assignment places on tokens.
 
@@ -180,7 +92,7 @@ def transform_step_rewards(
     Args:
         step_rewards: (B, S) raw PRM scores.
         step_mask: (B, S) True (or 1) for real steps.
-        mode: one of ``TRANSFORMS``.
+        mode: a name in ``TRANSFORMS`` (required: there is no default credit mode).
         temperature: soft-min temperature (0.1 in the paper); ignored by ``min`` and ``sum``.
     Returns:
         (B, S) transformed step rewards, 0 on padded steps.
@@ -189,14 +101,13 @@ def transform_step_rewards(
     >>> transform_step_rewards(r, m, mode="min")
     tensor([[ 0.0000, -0.5000,  0.0000]])
     """
-    if mode not in TRANSFORMS:
-        raise ValueError(f"unknown credit mode {mode!r}; choose one of {sorted(TRANSFORMS)}")
+    transform = TRANSFORMS.resolve(mode)
     _check_same_shape(step_rewards=step_rewards, step_mask=step_mask)
     mask = step_mask.bool()
     clean = torch.where(mask, step_rewards, torch.zeros_like(step_rewards))
     if clean.shape[-1] == 0:
         return clean
-    out = TRANSFORMS[mode](clean, mask, temperature)
+    out = transform(clean, mask, temperature)
     return torch.where(mask, out, torch.zeros_like(out))
 
 
@@ -268,8 +179,8 @@ def process_returns(
     step_ends: torch.Tensor,
     response_mask: torch.Tensor,
     *,
-    mode: str = "soft_min",
-    temperature: float = 0.1,
+    mode: str,
+    temperature: float = DEFAULT_TEMPERATURE,
     token_penalty: torch.Tensor | None = None,
     gamma: float = 1.0,
 ) -> torch.Tensor:
@@ -371,8 +282,8 @@ def pure_advantages(
     group_ids: torch.Tensor,
     verifiable_rewards: torch.Tensor | None = None,
     *,
-    mode: str = "soft_min",
-    temperature: float = 0.1,
+    mode: str,
+    temperature: float = DEFAULT_TEMPERATURE,
     vr_coef: float = 1.0,
     max_len: int | None = None,
     token_penalty: torch.Tensor | None = None,
@@ -407,16 +318,8 @@ def pure_advantages(
     """
     if group_ids.shape != (response_mask.shape[0],):
         raise ValueError(f"group_ids must have shape (B,) = ({response_mask.shape[0]},), got {tuple(group_ids.shape)}")
-    returns = process_returns(
-        step_rewards,
-        step_mask,
-        step_ends,
-        response_mask,
-        mode=mode,
-        temperature=temperature,
-        token_penalty=token_penalty,
-        gamma=gamma,
-    )
+    returns = process_returns(step_rewards, step_mask, step_ends, response_mask, mode=mode, temperature=temperature,
+                              token_penalty=token_penalty, gamma=gamma)  # fmt: skip
     n = response_mask.shape[-1] if max_len is None else max_len
     if n <= 0:
         raise ValueError(f"max_len must be positive, got {n}")
@@ -424,10 +327,8 @@ def pure_advantages(
     advantages = returns - leave_one_out_baseline(per_response, group_ids)[:, None]
     if verifiable_rewards is not None:
         if verifiable_rewards.shape != group_ids.shape:
-            raise ValueError(
-                f"verifiable_rewards must have shape (B,) = {tuple(group_ids.shape)}, "
-                f"got {tuple(verifiable_rewards.shape)}"
-            )
+            shape = tuple(verifiable_rewards.shape)
+            raise ValueError(f"verifiable_rewards must have shape (B,) = {tuple(group_ids.shape)}, got {shape}")
         vr_adv = rloo_advantages(verifiable_rewards.to(returns.dtype), group_ids)
         advantages = advantages + vr_coef * vr_adv[:, None]
     mask = response_mask.bool()
@@ -473,58 +374,3 @@ def grpo_advantages(
         adv = adv / (std_i + eps)
     adv = torch.where(valid, adv, torch.zeros_like(adv))
     return adv[:, None] * response_mask.to(adv.dtype)
-
-
-# --------------------------------------------------------------------------------------------------
-# KL estimators
-# --------------------------------------------------------------------------------------------------
-
-
-def _kl_k1(logprobs: torch.Tensor, ref_logprobs: torch.Tensor) -> torch.Tensor:
-    return logprobs - ref_logprobs
-
-
-def _kl_abs(logprobs: torch.Tensor, ref_logprobs: torch.Tensor) -> torch.Tensor:
-    return (logprobs - ref_logprobs).abs()
-
-
-def _kl_k2(logprobs: torch.Tensor, ref_logprobs: torch.Tensor) -> torch.Tensor:
-    return 0.5 * (logprobs - ref_logprobs) ** 2
-
-
-def _kl_k3(logprobs: torch.Tensor, ref_logprobs: torch.Tensor) -> torch.Tensor:
-    # Schulman's unbiased, always-positive estimator; clamped as verl's "low_var_kl" so that one
-    # token whose probability collapsed cannot blow up the loss.
-    log_ratio = torch.clamp(ref_logprobs - logprobs, min=-20.0, max=20.0)
-    return torch.clamp(torch.exp(log_ratio) - log_ratio - 1.0, min=-10.0, max=10.0)
-
-
-KL_ESTIMATORS: dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = {
-    "k1": _kl_k1,
-    "kl": _kl_k1,
-    "abs": _kl_abs,
-    "k2": _kl_k2,
-    "mse": _kl_k2,
-    "k3": _kl_k3,
-    "low_var_kl": _kl_k3,
-}
-"""Registry of per-token KL estimators: name -> fn(logprobs, ref_logprobs) -> (B, T)."""
-
-
-def kl_penalty(logprobs: torch.Tensor, ref_logprobs: torch.Tensor, estimator: str = "k3") -> torch.Tensor:
-    """Per-token KL(policy || reference) estimate from sampled-token log-probs.
-
-    ``k1 = log p - log q``; ``k2 = (log p - log q)^2 / 2``; ``k3`` (alias ``low_var_kl``)
-    ``= q/p - log(q/p) - 1`` with ``log(q/p)`` clamped to [-20, 20] and the result to [-10, 10].
-
-    Args:
-        logprobs: (B, T) policy log-probs of the sampled tokens.
-        ref_logprobs: (B, T) reference log-probs of the same tokens.
-        estimator: one of ``KL_ESTIMATORS``.
-    Returns:
-        (B, T) per-token estimates (mask them yourself).
-    """
-    if estimator not in KL_ESTIMATORS:
-        raise ValueError(f"unknown KL estimator {estimator!r}; choose one of {sorted(KL_ESTIMATORS)}")
-    _check_same_shape(logprobs=logprobs, ref_logprobs=ref_logprobs)
-    return KL_ESTIMATORS[estimator](logprobs, ref_logprobs)

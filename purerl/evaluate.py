@@ -22,9 +22,10 @@ from pathlib import Path
 
 import torch
 
-from purerl.data import DataConfig, benchmark_path, load_examples
+from purerl.data import DataConfig, MathExample, benchmark_path, load_examples
 from purerl.grading import GradingConfig, extract_answer, grade
 from purerl.prompts import format_prompt
+from purerl.rollout import Answers, sample_answers
 
 log = logging.getLogger(__name__)
 
@@ -86,9 +87,6 @@ def _read_done(path: Path) -> list[dict]:
 
 def run_eval(cfg: EvalConfig) -> str:
     """Evaluate, write the files, and return the table."""
-    from purerl.models import load_policy
-    from purerl.rollout.hf import generate
-
     if not cfg.greedy and cfg.samples <= 0:
         raise ValueError("nothing to evaluate: set greedy or samples > 0")
     if cfg.threads:
@@ -104,51 +102,11 @@ def run_eval(cfg: EvalConfig) -> str:
     done = _read_done(records_path)
     with records_path.open("w") as f:  # rewrite without a cut last line
         f.writelines(json.dumps(r) + "\n" for r in done)
-    seen = {(r["benchmark"], r["row"], r["mode"], r["sample"]) for r in done}
-    todo = []
-    for bench, examples in benches.items():
-        for e in examples:
-            jobs = ([("greedy", 0)] if cfg.greedy else []) + [("sample", i) for i in range(cfg.samples)]
-            todo += [(bench, e, mode, i) for mode, i in jobs if (bench, e.row, mode, i) not in seen]
+    todo = _todo(cfg, benches, done)
     log.info("%d responses to generate (%d already in %s)", len(todo), len(done), records_path)
-    model = tokenizer = None
-    tokens = seconds = 0.0
-    grading = GradingConfig()
-    for mode in ("greedy", "sample"):
-        jobs = [j for j in todo if j[2] == mode]
-        for start in range(0, len(jobs), cfg.batch_size):
-            if model is None:
-                model, tokenizer = load_policy(cfg.policy, dtype=cfg.dtype, device=cfg.device)
-                model.eval()
-            batch = jobs[start : start + cfg.batch_size]
-            torch.manual_seed(cfg.seed * 1_000_003 + len(done) + start)
-            prompts = [format_prompt(e.question, cfg.template, tokenizer) for _, e, _, _ in batch]
-            t0 = time.time()
-            rollout = generate(model, tokenizer, prompts, max_new_tokens=cfg.max_new_tokens,
-                               temperature=cfg.temperature, greedy=mode == "greedy")  # fmt: skip
-            seconds += time.time() - t0
-            tokens += rollout.response_mask.sum().item()
-            texts = tokenizer.batch_decode(rollout.response_ids, skip_special_tokens=True)
-            with records_path.open("a") as f:
-                for (bench, e, _, i), text, cut in zip(batch, texts, rollout.truncated.tolist()):
-                    rec = {
-                        "benchmark": bench,
-                        "row": e.row,
-                        "mode": mode,
-                        "sample": i,
-                        "gold": e.gold,
-                        "answer": extract_answer(text, grading.extract),
-                        "correct": bool(grade(text, e.gold, grading)),
-                        "truncated": cut,
-                        "response": text,
-                    }
-                    f.write(json.dumps(rec) + "\n")
-                    done.append(rec)
-                f.flush()
-                os.fsync(f.fileno())
-            log.info("%s: %d / %d responses (%.1f tokens/s)", mode, start + len(batch), len(jobs), tokens / seconds)
+    speed = _generate_all(cfg, todo, done, records_path)
     results = summarize(done, list(benches), cfg.samples)
-    results["tokens_per_second"] = tokens / seconds if seconds else None
+    results["tokens_per_second"] = speed
     (out / "results.json").write_text(json.dumps(results, indent=2))
     with (out / "results.csv").open("w", newline="") as f:
         w = csv.writer(f)
@@ -156,6 +114,67 @@ def run_eval(cfg: EvalConfig) -> str:
         for metric, row in results["table"].items():
             w.writerow([metric, *(_fmt(row.get(b)) for b in benches), _fmt(row.get("avg"))])
     return format_results(results, list(benches))
+
+
+def _todo(cfg: EvalConfig, benches: dict[str, list[MathExample]], done: list[dict]) -> list[tuple]:
+    """``(benchmark, example, mode, sample)`` of every response not already in ``done``."""
+    seen = {(r["benchmark"], r["row"], r["mode"], r["sample"]) for r in done}
+    todo = []
+    for bench, examples in benches.items():
+        for e in examples:
+            jobs = ([("greedy", 0)] if cfg.greedy else []) + [("sample", i) for i in range(cfg.samples)]
+            todo += [(bench, e, mode, i) for mode, i in jobs if (bench, e.row, mode, i) not in seen]
+    return todo
+
+
+def _generate_all(cfg: EvalConfig, todo: list[tuple], done: list[dict], records_path: Path) -> float | None:
+    """Generate, grade and append (to ``done`` and the file) every response of ``todo``, greedy ones
+    first, in batches; returns the generation speed in tokens/s (None if nothing was generated)."""
+    from purerl.models import load_policy
+    from purerl.rollout.hf import HFGenerate
+
+    backend = None  # the policy loads only if something is left to generate
+    tokens = seconds = 0.0
+    for mode in ("greedy", "sample"):
+        jobs = [j for j in todo if j[2] == mode]
+        for start in range(0, len(jobs), cfg.batch_size):
+            if backend is None:
+                model, tokenizer = load_policy(cfg.policy, dtype=cfg.dtype, device=cfg.device)
+                backend = HFGenerate(model.eval(), tokenizer)
+            batch = jobs[start : start + cfg.batch_size]
+            # seeded by the batch's place in the whole run, so a resumed run samples what it would have
+            torch.manual_seed(cfg.seed * 1_000_003 + len(done) + start)
+            prompts = [format_prompt(e.question, cfg.template, backend.tokenizer) for _, e, _, _ in batch]
+            t0 = time.time()
+            answers = sample_answers(backend, prompts, max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature,
+                                     greedy=mode == "greedy")  # fmt: skip
+            seconds += time.time() - t0
+            tokens += answers.rollout.response_mask.sum().item()
+            _append_records(records_path, done, batch, answers)
+            log.info("%s: %d / %d responses (%.1f tokens/s)", mode, start + len(batch), len(jobs), tokens / seconds)
+    return tokens / seconds if seconds else None
+
+
+def _append_records(records_path: Path, done: list[dict], batch: list[tuple], answers: Answers) -> None:
+    """Grade a batch's responses and append their records to the file (flushed to disk) and ``done``."""
+    grading = GradingConfig()
+    with records_path.open("a") as f:
+        for (bench, e, mode, i), text, cut in zip(batch, answers.texts, answers.rollout.truncated.tolist()):
+            rec = {
+                "benchmark": bench,
+                "row": e.row,
+                "mode": mode,
+                "sample": i,
+                "gold": e.gold,
+                "answer": extract_answer(text, grading.extract),
+                "correct": bool(grade(text, e.gold, grading)),
+                "truncated": cut,
+                "response": text,
+            }
+            f.write(json.dumps(rec) + "\n")
+            done.append(rec)
+        f.flush()
+        os.fsync(f.fileno())
 
 
 def _fmt(x: float | None) -> str:

@@ -84,13 +84,14 @@ class RunLogger:
     def log_eval(self, step: int, metrics: dict) -> dict:
         return self._write(step, metrics)
 
-    def log_samples(self, step: int, batch, step_rewards, count: int = 4) -> None:
+    def log_samples(self, step: int, batch, count: int = 4) -> None:
+        """The first ``count`` responses of a :class:`purerl.process_rewards.RewardBatch`."""
         with self.samples_path.open("a") as f:
             for i in range(min(count, len(batch.texts))):
                 n = len(batch.steps.steps[i])
                 f.write(json.dumps({
                     "step": step, "prompt": batch.prompts[i], "response": batch.texts[i],
-                    "steps": batch.steps.steps[i], "step_rewards": step_rewards[i, :n].tolist(),
+                    "steps": batch.steps.steps[i], "step_rewards": batch.step_rewards[i, :n].tolist(),
                     "correct": batch.correct[i],
                 }) + "\n")  # fmt: skip
 

@@ -11,7 +11,7 @@ import json
 import os
 import random
 import shutil
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 
 from transformers import (
@@ -24,24 +24,9 @@ from transformers import (
     PreTrainedTokenizerBase,
 )
 
+from purerl.config import TinyModelConfig
 from purerl.tasks import arithmetic
 from purerl.tokenization import train_bpe_tokenizer
-
-
-@dataclass(frozen=True)
-class TinyModelConfig:
-    """Size of a tiny Llama built from scratch (random init)."""
-
-    hidden_size: int = 64
-    """Width of the residual stream."""
-    num_layers: int = 4
-    """Transformer blocks."""
-    num_heads: int = 4
-    """Attention heads."""
-    intermediate_size: int = 256
-    """MLP width."""
-    max_positions: int = 256
-    """Longest sequence (prompt + response)."""
 
 
 def cache_root() -> Path:

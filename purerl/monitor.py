@@ -11,7 +11,7 @@ from collections.abc import Sequence
 
 import torch
 
-from purerl.credit import masked_mean
+from purerl.stats import masked_mean
 
 
 def repetition_score(steps: Sequence[str]) -> float:

@@ -8,7 +8,6 @@ sample K responses per prompt -> segment steps -> PRM step rewards + verifiable 
 from __future__ import annotations
 
 import copy
-import hashlib
 import logging
 import random
 import time
@@ -18,42 +17,44 @@ from pathlib import Path
 
 import torch
 
-from purerl.builders import build_policy, build_prm, build_task
+from purerl import process_rewards as pipeline
+from purerl.builders import build_policy, build_prm, build_rollout, build_task
 from purerl.checkpoint import load_checkpoint, save_checkpoint, set_rng_states
-from purerl.config import TrainConfig, save_config
-from purerl.credit import kl_penalty, masked_mean, pure_advantages, transform_step_rewards
+from purerl.config import AlgoConfig, TrainConfig, save_config, validate
+from purerl.kl import kl_penalty
 from purerl.logger import RunLogger
 from purerl.losses import ppo_clip_loss
-from purerl.monitor import HackingMonitor, response_metrics, tensor_stats
+from purerl.monitor import HackingMonitor
+from purerl.process_rewards import CreditSettings, RewardBatch
 from purerl.prompts import COT_SYSTEM, format_prompt
-from purerl.rollout.hf import generate, sequence_logprobs
-from purerl.steps import StepBatch, decode_with_offsets, segment_batch, split_steps
+from purerl.rollout import Rollout, sample_answers
+from purerl.rollout.hf import sequence_logprobs
+from purerl.stats import masked_mean
+from purerl.steps import split_steps
 
 log = logging.getLogger(__name__)
 
 
-def has_ground_truth(prompt: str, fraction: float) -> bool:
-    """Whether a prompt carries ground truth for VR: a fixed share of prompts, chosen by hash."""
-    digest = hashlib.sha256(("vr:" + prompt).encode()).digest()
-    return int.from_bytes(digest[:4], "big") % 10_000 < fraction * 10_000
+def credit_settings(algo: AlgoConfig, max_len: int) -> CreditSettings:
+    """The pipeline's credit settings from a config's ``algo`` section (``max_len``: N)."""
+    return CreditSettings(
+        mode=algo.mode, temperature=algo.temperature, vr_coef=algo.vr_coef, max_len=max_len, kl_coef=algo.kl_coef,
+        kl_estimator=algo.kl_estimator, kl_in_reward=algo.kl_in_reward, process_rewards=algo.reward != "vr",
+    )  # fmt: skip
 
 
 @dataclass
-class Batch:
-    """What one RL step knows about its samples."""
+class Batch(RewardBatch):
+    """The pipeline's record of one RL step, plus what purerl's own loop knows: the task's problems
+    (ground truth) and the sampled rollout."""
 
-    problems: list
-    prompts: list[str]
-    group_ids: torch.Tensor
-    rollout: object = None
-    texts: list[str] = field(default_factory=list)
-    steps: StepBatch | None = None
-    correct: list[bool | None] = field(default_factory=list)
-    step_scores: list[list[float]] | None = None
+    problems: list = field(default_factory=list)
+    rollout: Rollout | None = None
 
 
 class Trainer:
     def __init__(self, cfg: TrainConfig, resume: bool = False):
+        validate(cfg)  # every config error before any model is built
         self.cfg = cfg
         self.out = Path(cfg.run.out_dir)
         self.out.mkdir(parents=True, exist_ok=True)
@@ -61,13 +62,17 @@ class Trainer:
             torch.set_num_threads(cfg.run.threads)
         random.seed(cfg.run.seed)
         torch.manual_seed(cfg.run.seed)
+        self.task = build_task(cfg)
+        self.heldout = self.task.heldout
         self.policy, self.tokenizer = build_policy(cfg)
         self.device = next(self.policy.parameters()).device
+        self.backend = build_rollout(cfg, self.policy, self.tokenizer)
         self.lora = cfg.policy.lora_rank > 0
         self.reference = None
         if cfg.algo.kl_coef > 0 and not self.lora:  # with LoRA the reference is the base: adapter off
             self.reference = copy.deepcopy(self.policy).eval().requires_grad_(False)
-        self.prm = build_prm(cfg, self.tokenizer) if cfg.algo.reward != "vr" else None
+        self.prm = build_prm(cfg, self.task) if cfg.algo.reward != "vr" else None
+        self.settings = credit_settings(cfg.algo, cfg.rollout.max_new_tokens)
         # building a model may train and cache it (seeding torch itself): seed again, so that a run
         # is the same whether its models came from the cache or not
         random.seed(cfg.run.seed)
@@ -76,8 +81,6 @@ class Trainer:
         self.optimizer = torch.optim.AdamW(trainable, lr=cfg.algo.lr, weight_decay=0.0)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda s: min(1.0, (s + 1) / 5))
         self.data_rng = random.Random(f"data-{cfg.run.seed}")
-        self.task = build_task(cfg)
-        self.heldout = self.task.heldout
         self.monitor = HackingMonitor()
         self.step = 0
         self.history: list[dict] = []
@@ -112,23 +115,24 @@ class Trainer:
         return self.history
 
     def train_step(self) -> dict[str, float]:
+        """One RL step; each phase reads from and writes to the same :class:`Batch`."""
         self.timings: dict[str, float] = {}
         batch = self.next_batch()
         with self.timed("rollout"):
-            batch.rollout = self.sample(batch.prompts)
+            self.sample(batch)
         with self.timed("segment"):
             self.segment(batch)
         with self.timed("reward"):
-            step_rewards, vr = self.rewards(batch)
+            self.rewards(batch)
         with self.timed("logprobs"):
-            old_logprobs, ref_logprobs, entropy = self.logprobs(batch.rollout)
+            self.logprobs(batch)
         with self.timed("credit"):
-            advantages, returns, kl = self.credit(batch, step_rewards, vr, old_logprobs, ref_logprobs)
+            pipeline.assign_credit(batch, self.settings)
         with self.timed("update"):
-            update_metrics = self.update(batch.rollout, advantages, old_logprobs, ref_logprobs)
+            update_metrics = self.update(batch)
         if self.step % self.cfg.run.samples_every == 0 or self.step == 1:
-            self.logger.log_samples(self.step, batch, step_rewards)
-        return self.metrics(batch, step_rewards, advantages, returns, kl, entropy, update_metrics)
+            self.logger.log_samples(self.step, batch)
+        return self.metrics(batch, update_metrics)
 
     # -------------------------------------------------------------------------------------- phases
 
@@ -136,9 +140,9 @@ class Trainer:
         problems = self.task.sample(self.data_rng, self.cfg.rollout.prompts_per_step)
         k = self.cfg.rollout.k
         return Batch(
-            problems=[p for p in problems for _ in range(k)],
             prompts=[p.prompt for p in problems for _ in range(k)],
             group_ids=torch.arange(len(problems), device=self.device).repeat_interleave(k),
+            problems=[p for p in problems for _ in range(k)],
         )
 
     def policy_prompts(self, prompts: list[str]) -> list[str]:
@@ -149,99 +153,71 @@ class Trainer:
         system = r.system or COT_SYSTEM
         return [format_prompt(p, r.template, self.tokenizer, system=system) for p in prompts]
 
-    def sample(self, prompts: list[str]):
+    def sample(self, batch: Batch) -> None:
         r = self.cfg.rollout
-        return generate(
-            self.policy, self.tokenizer, self.policy_prompts(prompts), max_new_tokens=r.max_new_tokens,
-            temperature=r.temperature,
-        )  # fmt: skip
+        batch.rollout = self.backend.generate(self.policy_prompts(batch.prompts), max_new_tokens=r.max_new_tokens,
+                                              temperature=r.temperature)  # fmt: skip
+        batch.response_mask, batch.truncated = batch.rollout.response_mask, batch.rollout.truncated
 
     def segment(self, batch: Batch) -> None:
-        texts, offsets = decode_with_offsets(self.tokenizer, batch.rollout.response_id_lists())
-        batch.texts = texts
-        batch.steps = segment_batch(texts, offsets, self.task.separator, device=self.device)
-        batch.correct = [self.task.grade(t, p) for t, p in zip(texts, batch.problems)]
+        pipeline.segment(batch, self.tokenizer, batch.rollout.response_id_lists(), self.task.separator)
+        pipeline.grade(batch, lambda i, text: self.task.grade(text, batch.problems[i]))
 
-    def rewards(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def rewards(self, batch: Batch) -> None:
         """PRM step rewards (B, S) and verifiable rewards (B,), NaN where a prompt has no ground truth."""
         algo = self.cfg.algo
-        step_rewards = torch.zeros(batch.steps.step_mask.shape, device=self.device)
-        if algo.reward in ("prm", "prm+vr"):
-            batch.step_scores = self.prm.score(batch.prompts, batch.steps.steps)
-            step_rewards = batch.steps.pack(batch.step_scores)
-            unscored = torch.isnan(step_rewards)  # steps cut off at the PRM's length limit: masked
-            if unscored.any():
-                batch.steps.step_mask = batch.steps.step_mask & ~unscored
-                step_rewards = step_rewards.nan_to_num(0.0)
-        vr = None
+        pipeline.score_steps(batch, self.prm)
         if algo.reward in ("vr", "prm+vr"):
             fraction = 1.0 if algo.reward == "vr" else algo.vr_fraction
-            vr = torch.tensor(
-                [
-                    float(c is True)
-                    if self.task.has_reward_answer(prob) and has_ground_truth(p, fraction)
-                    else float("nan")
-                    for c, p, prob in zip(batch.correct, batch.prompts, batch.problems)
-                ],
-                device=self.device,
-            )
-        return step_rewards, vr
+            truth = [self.task.has_reward_answer(prob) and pipeline.has_ground_truth(p, fraction)
+                     for p, prob in zip(batch.prompts, batch.problems)]  # fmt: skip
+            pipeline.verify(batch, truth)
 
     @torch.no_grad()
-    def logprobs(self, rollout):
-        old, entropy = sequence_logprobs(self.policy, rollout, with_entropy=True)
-        ref = None
+    def logprobs(self, batch: Batch) -> None:
+        """Log-probs of the sampled tokens under the sampling policy (with its entropy) and the reference."""
+        batch.logprobs, batch.entropy = sequence_logprobs(self.policy, batch.rollout, with_entropy=True)
         if self.reference is not None:
-            ref = sequence_logprobs(self.reference, rollout)
+            batch.ref_logprobs = sequence_logprobs(self.reference, batch.rollout)
         elif self.lora and self.cfg.algo.kl_coef > 0:
             with self.policy.disable_adapter():
-                ref = sequence_logprobs(self.policy, rollout)
-        return old, ref, entropy
+                batch.ref_logprobs = sequence_logprobs(self.policy, batch.rollout)
 
-    def credit(self, batch: Batch, step_rewards, vr, old_logprobs, ref_logprobs):
-        algo, mask = self.cfg.algo, batch.rollout.response_mask.float()
-        kl = kl_penalty(old_logprobs, ref_logprobs, algo.kl_estimator) if ref_logprobs is not None else None
-        step_mask = batch.steps.step_mask if algo.reward != "vr" else torch.zeros_like(batch.steps.step_mask)
-        penalty = -algo.kl_coef * kl if (kl is not None and algo.kl_in_reward) else None
-        advantages, returns = pure_advantages(
-            step_rewards, step_mask, batch.steps.step_ends, mask, batch.group_ids, vr,
-            mode=algo.mode, temperature=algo.temperature, vr_coef=algo.vr_coef,
-            max_len=self.cfg.rollout.max_new_tokens, token_penalty=penalty,
-        )  # fmt: skip
-        return advantages, returns, kl
-
-    def update(self, rollout, advantages, old_logprobs, ref_logprobs) -> dict[str, float]:
+    def update(self, batch: Batch) -> dict[str, float]:
         algo = self.cfg.algo
-        size = advantages.shape[0] // algo.minibatches
+        size = batch.advantages.shape[0] // algo.minibatches
         sums: dict[str, float] = {}
         count = 0
         self.policy.train()
         for _ in range(algo.ppo_epochs):
-            order = torch.randperm(advantages.shape[0])
-            for start in range(0, advantages.shape[0], size):
-                idx = order[start : start + size]
-                mini = rollout.select(idx)
-                logprobs = sequence_logprobs(self.policy, mini)
-                loss, m = ppo_clip_loss(
-                    logprobs, old_logprobs[idx], advantages[idx], mini.response_mask, clip_ratio=algo.clip_ratio
-                )
-                if ref_logprobs is not None and not algo.kl_in_reward:
-                    kl_loss = masked_mean(
-                        kl_penalty(logprobs, ref_logprobs[idx], algo.kl_estimator), mini.response_mask
-                    )
-                    loss = loss + algo.kl_coef * kl_loss
-                    m["kl_loss"] = kl_loss.detach()
-                loss.backward()
-                m["grad_norm"] = torch.nn.utils.clip_grad_norm_(self.policy.parameters(), algo.grad_clip)
-                self.optimizer.step()
-                self.optimizer.zero_grad(set_to_none=True)
-                m["loss"] = loss.detach()
+            order = torch.randperm(batch.advantages.shape[0])
+            for start in range(0, batch.advantages.shape[0], size):
+                m = self.minibatch_step(batch, order[start : start + size])
                 for key, value in m.items():
                     sums[key] = sums.get(key, 0.0) + float(value)
                 count += 1
         self.scheduler.step()
         self.policy.eval()
         return {f"actor/{k}": v / count for k, v in sums.items()}
+
+    def minibatch_step(self, batch: Batch, idx: torch.Tensor) -> dict[str, torch.Tensor]:
+        """One optimizer step of PPO-clip (and the KL loss, unless KL is in the reward) on rows ``idx``."""
+        algo = self.cfg.algo
+        mini = batch.rollout.select(idx)
+        logprobs = sequence_logprobs(self.policy, mini)
+        loss, m = ppo_clip_loss(
+            logprobs, batch.logprobs[idx], batch.advantages[idx], mini.response_mask, clip_ratio=algo.clip_ratio
+        )
+        if batch.ref_logprobs is not None and not algo.kl_in_reward:
+            kl_loss = masked_mean(kl_penalty(logprobs, batch.ref_logprobs[idx], algo.kl_estimator), mini.response_mask)
+            loss = loss + algo.kl_coef * kl_loss
+            m["kl_loss"] = kl_loss.detach()
+        loss.backward()
+        m["grad_norm"] = torch.nn.utils.clip_grad_norm_(self.policy.parameters(), algo.grad_clip)
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        m["loss"] = loss.detach()
+        return m
 
     @torch.no_grad()
     def evaluate(self) -> dict[str, float]:
@@ -258,47 +234,32 @@ class Trainer:
         for name, greedy, reps in (("", True, 1), ("sampled_", False, self.cfg.run.eval_samples)):
             if reps == 0:
                 continue
-            rollout = generate(self.policy, self.tokenizer, [p for p in prompts for _ in range(reps)],
-                               max_new_tokens=self.cfg.rollout.max_new_tokens, greedy=greedy,
-                               temperature=self.cfg.rollout.temperature)  # fmt: skip
-            texts = self.tokenizer.batch_decode(rollout.response_id_lists(), skip_special_tokens=True)
             problems = [p for p in self.heldout for _ in range(reps)]
-            correct = [self.task.grade(t, p) is True for t, p in zip(texts, problems)]
-            steps = [len(split_steps(t, self.task.separator)) for t in texts]
-            out[f"eval/{name}accuracy"] = sum(correct) / len(correct)
+            answers = sample_answers(
+                self.backend, [p for p in prompts for _ in range(reps)], max_new_tokens=self.cfg.rollout.max_new_tokens,
+                greedy=greedy, temperature=self.cfg.rollout.temperature,
+                grade=lambda i, text, ps=problems: self.task.grade(text, ps[i]) is True,
+            )  # fmt: skip
+            steps = [len(split_steps(t, self.task.separator)) for t in answers.texts]
+            out[f"eval/{name}accuracy"] = sum(answers.correct) / len(answers.correct)
             out[f"eval/{name}steps"] = sum(steps) / len(steps)
-            out[f"eval/{name}length"] = rollout.response_mask.sum(-1).float().mean().item()
-            out[f"eval/{name}truncated"] = rollout.truncated.float().mean().item()
+            out[f"eval/{name}length"] = answers.rollout.response_mask.sum(-1).float().mean().item()
+            out[f"eval/{name}truncated"] = answers.rollout.truncated.float().mean().item()
         out["time/eval"] = time.perf_counter() - start
         return out
 
     # ------------------------------------------------------------------------------------ metrics
 
-    def metrics(self, batch, step_rewards, advantages, returns, kl, entropy, update_metrics) -> dict[str, float]:
-        mask = batch.rollout.response_mask
-        transformed = None
-        if batch.step_scores is not None:
-            transformed = transform_step_rewards(
-                step_rewards, batch.steps.step_mask, self.cfg.algo.mode, self.cfg.algo.temperature
-            )
-        metrics = response_metrics(
-            correct=batch.correct, group_ids=batch.group_ids.tolist(), steps=batch.steps.steps,
-            step_scores=batch.step_scores, transformed=transformed, response_mask=mask,
-            truncated=batch.rollout.truncated,
-        )  # fmt: skip
+    def metrics(self, batch: Batch, update_metrics: dict[str, float]) -> dict[str, float]:
+        metrics = pipeline.batch_metrics(batch, self.settings)
         metrics.update(update_metrics)
         if hasattr(self.prm, "truncated"):
             metrics["prm/truncated_inputs"] = float(self.prm.truncated)
-        metrics.update(tensor_stats("advantages", advantages, mask))
-        metrics.update(tensor_stats("returns", returns, mask))
-        metrics["actor/entropy"] = masked_mean(entropy, mask).item()
-        if kl is not None:
-            metrics["actor/kl"] = masked_mean(kl, mask).item()
         metrics["actor/lr"] = self.scheduler.get_last_lr()[0]
         metrics.update({f"time/{k}": v for k, v in self.timings.items()})
         total = sum(self.timings.values())
         metrics["time/step"] = total
-        metrics["perf/tokens_per_second"] = mask.sum().item() / max(total, 1e-9)
+        metrics["perf/tokens_per_second"] = batch.response_mask.sum().item() / max(total, 1e-9)
         flags = self.monitor.update(metrics)
         for flag in flags:
             metrics[f"hack/{flag}"] = 1.0

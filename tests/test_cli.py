@@ -49,3 +49,16 @@ def test_steps_with_a_tokenizer_folder(tmp_path, bpe_tokenizer):
     assert out.stdout.startswith("3 step(s)")
     missing = run("steps", str(tmp_path / "nope.txt"))
     assert missing.returncode == 2 and "cannot read" in missing.stderr
+
+
+def test_a_bad_config_value_answers_without_loading_torch():
+    """`purerl train` checks its config before importing the trainer (and torch / transformers)."""
+    code = (
+        "import sys\n"
+        "from purerl.cli import main\n"
+        "rc = main(['train', 'run.steps=abc'])\n"
+        "print(rc, sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'transformers')))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.stdout.strip() == "2 []", out.stderr
+    assert out.stderr.strip() == "purerl train: error: run.steps: expected an integer, got 'abc'"

@@ -9,17 +9,15 @@ import pytest
 import torch
 from torch.testing import assert_close
 
-from purerl import credit
+from purerl import credit, kl, stats
 from purerl.credit import (
     grpo_advantages,
-    kl_penalty,
-    masked_mean,
-    masked_var,
-    masked_whiten,
     pure_advantages,
     rloo_advantages,
     transform_step_rewards,
 )
+from purerl.kl import kl_penalty
+from purerl.stats import masked_mean, masked_var, masked_whiten
 
 # --------------------------------------------------------------------------------------------------
 # A 3-step response worked out by hand
@@ -276,8 +274,8 @@ def test_empty_responses_and_single_groups_are_nan_free():
             assert (ret[2] == 0).all()  # zero steps: return 0, still in its group
     # No steps at all in the batch (S = 0) and no responses at all (B = 0).
     empty = torch.zeros(2, 0)
-    assert transform_step_rewards(empty, empty.bool()).shape == (2, 0)
-    adv, _ = pure_advantages(empty, empty.bool(), empty.long(), torch.ones(2, 3), torch.tensor([0, 0]))
+    assert transform_step_rewards(empty, empty.bool(), mode="soft_min").shape == (2, 0)
+    adv, _ = pure_advantages(empty, empty.bool(), empty.long(), torch.ones(2, 3), torch.tensor([0, 0]), mode="soft_min")
     assert (adv == 0).all()
     adv, _ = pure_advantages(
         torch.zeros(0, 2),
@@ -285,6 +283,7 @@ def test_empty_responses_and_single_groups_are_nan_free():
         torch.zeros(0, 2).long(),
         torch.zeros(0, 4),
         torch.zeros(0, dtype=torch.long),
+        mode="soft_min",
     )
     assert adv.shape == (0, 4)
 
@@ -316,7 +315,7 @@ def test_dtype_and_device_are_preserved(dtype):
     devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
     for device in devices:
         moved = [x.to(device) if x is not None else None for x in batch]
-        adv, ret = pure_advantages(*moved[:6], token_penalty=moved[6])
+        adv, ret = pure_advantages(*moved[:6], mode="soft_min", token_penalty=moved[6])
         assert adv.dtype == ret.dtype == dtype
         assert adv.device.type == ret.device.type == device
         out = grpo_advantages(moved[5], moved[4], moved[3])
@@ -330,11 +329,11 @@ def test_bad_arguments_say_what_is_wrong():
     with pytest.raises(ValueError, match="unknown credit mode 'max'"):
         transform_step_rewards(step_rewards, step_mask, mode="max")
     with pytest.raises(ValueError, match="shape mismatch"):
-        transform_step_rewards(step_rewards, step_mask[:, :2])
+        transform_step_rewards(step_rewards, step_mask[:, :2], mode="soft_min")
     with pytest.raises(ValueError, match="group_ids must have shape"):
-        pure_advantages(step_rewards, step_mask, step_ends, response_mask, torch.tensor([0, 1]))
+        pure_advantages(step_rewards, step_mask, step_ends, response_mask, torch.tensor([0, 1]), mode="min")
     with pytest.raises(ValueError, match="temperature > 0"):
-        transform_step_rewards(step_rewards, step_mask, temperature=0.0)
+        transform_step_rewards(step_rewards, step_mask, mode="soft_min", temperature=0.0)
     with pytest.raises(ValueError, match="unknown KL estimator"):
         kl_penalty(step_rewards, step_rewards, "k9")
 
@@ -385,5 +384,7 @@ def test_kl_estimators_by_hand():
 
 
 def test_public_api_names():
-    for name in credit.__all__:
-        assert hasattr(credit, name), name
+    for module in (credit, kl, stats):
+        for name in module.__all__:
+            assert hasattr(module, name), f"{module.__name__}.{name}"
+    assert not hasattr(credit, "ppo_clip_loss") and not hasattr(credit, "masked_mean")  # one home each

@@ -42,6 +42,15 @@ def rows(run: Path) -> list[dict]:
     return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
 
 
+def first_phases(trainer):
+    """A trainer's batch after sampling, segmentation, grading and rewards."""
+    batch = trainer.next_batch()
+    trainer.sample(batch)
+    trainer.segment(batch)
+    trainer.rewards(batch)
+    return batch
+
+
 def comparable(row: dict) -> dict:
     return {k: v for k, v in row.items() if not k.startswith(("time/", "perf/"))}
 
@@ -144,10 +153,8 @@ def test_dataset_task_gives_verifiable_rewards_only_where_rows_have_an_answer(ca
                  f"run.out_dir={tmp_path / 'run'}", "run.threads=1", "rollout.prompts_per_step=8"]  # fmt: skip
     cfg = load_config(TINY, overrides)
     trainer = Trainer(cfg)
-    batch = trainer.next_batch()
-    batch.rollout = trainer.sample(batch.prompts)
-    trainer.segment(batch)
-    step_rewards, vr = trainer.rewards(batch)
+    batch = first_phases(trainer)
+    step_rewards, vr = batch.step_rewards, batch.verifiable_rewards
     with_answer = [p.reward_answer is not None for p in batch.problems]
     assert any(with_answer) and not all(with_answer)
     assert [not torch.isnan(v).item() for v in vr] == with_answer
@@ -176,3 +183,39 @@ def test_steps_to_reach_vr_only_counts_from_the_seed_mean_curves():
     short = [run([(0, 0.3), (10, 0.55), (20, 0.5), (30, 0.4)]), run([(0, 0.3), (10, 0.55), (20, 0.6), (30, 0.5)])]
     table = comparison_table({"vr": vr, "min+vr": short})
     assert "not within the run by min+vr (its best seed mean: 0.550 at step 10)" in table  # 0.55 at 10 and 20
+
+
+def test_the_trainer_step_is_the_pipeline(cache, tmp_path, monkeypatch):
+    """A trainer step's record equals the process-reward pipeline called directly on the same samples:
+    what a TRL or verl integration calls gives the same credit as `purerl train`."""
+    from purerl import process_rewards as pipeline
+    from purerl.config import load_config
+    from purerl.trainer import Trainer, credit_settings
+
+    monkeypatch.setenv("PURERL_CACHE", str(cache))
+    overrides = [f"run.out_dir={tmp_path}", "run.threads=1", "algo.kl_in_reward=true", "algo.vr_fraction=0.5"]
+    cfg = load_config(TINY, overrides)
+    trainer = Trainer(cfg)
+    batch = first_phases(trainer)
+    trainer.logprobs(batch)
+    pipeline.assign_credit(batch, trainer.settings)
+
+    direct = pipeline.process_rewards(
+        batch.prompts, batch.rollout.response_id_lists(), trainer.tokenizer, group_ids=batch.group_ids,
+        response_mask=batch.rollout.response_mask, truncated=batch.rollout.truncated,
+        separator=trainer.task.separator, prm=trainer.prm,
+        grader=lambda i, text: trainer.task.grade(text, batch.problems[i]),
+        has_truth=[pipeline.has_ground_truth(p, 0.5) for p in batch.prompts],
+    )  # fmt: skip
+    direct.logprobs, direct.ref_logprobs, direct.entropy = batch.logprobs, batch.ref_logprobs, batch.entropy
+    pipeline.assign_credit(direct, credit_settings(cfg.algo, cfg.rollout.max_new_tokens))
+
+    assert direct.texts == batch.texts and direct.correct == batch.correct
+    assert direct.steps.steps == batch.steps.steps and direct.step_scores == batch.step_scores
+    for name in ("step_rewards", "scored_mask", "advantages", "returns", "kl"):
+        assert torch.equal(getattr(direct, name), getattr(batch, name)), name
+    assert torch.equal(direct.steps.step_ends, batch.steps.step_ends)
+    assert torch.allclose(direct.verifiable_rewards, batch.verifiable_rewards, equal_nan=True)
+    assert batch.kl is not None and batch.verifiable_rewards.isnan().any()
+    metrics = [pipeline.batch_metrics(b, trainer.settings) for b in (direct, batch)]
+    assert json.dumps(metrics[0], sort_keys=True) == json.dumps(metrics[1], sort_keys=True)  # NaN where NaN

@@ -1,12 +1,22 @@
 """Process reward models behind one protocol: text steps in, one score per step out.
 
-Adapters register under a name (``PRMS``) so that configs choose them by name.
+Adapters are registered by name in :data:`purerl.registry.PRMS` (``token_classification``, ``qwen_prm``,
+``math_shepherd``, ``rule``); a config picks one with ``prm.kind``. Importing this package imports
+neither torch nor transformers: an adapter loads its model only in ``from_config`` / ``load``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from typing import Protocol
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Protocol
+
+from purerl.registry import PRMS
+
+if TYPE_CHECKING:
+    from purerl.config import PRMConfig, TrainConfig
+    from purerl.tasks import Task
+
+__all__ = ["PRM", "PRMS", "register"]
 
 
 class PRM(Protocol):
@@ -17,22 +27,23 @@ class PRM(Protocol):
 
     score_range: tuple[float, float]
 
+    @classmethod
+    def check_config(cls, spec: PRMConfig, task: type[Task]) -> None:
+        """Raise ``ValueError`` naming the key when ``spec`` (the ``prm`` section) cannot work with
+        ``task`` (e.g. a kind that needs ``prm.path`` without one); loads nothing."""
+        ...
+
+    @classmethod
+    def from_config(cls, cfg: TrainConfig, task: Task) -> PRM:
+        """The adapter a validated config asks for, with its model loaded."""
+        ...
+
     def score(self, prompts: Sequence[str], steps: Sequence[Sequence[str]]) -> list[list[float]]:
-        """One list of scores per response, one score per step (an empty list for zero steps)."""
+        """One list of scores per response, one score per step (an empty list for zero steps; NaN for
+        a step the PRM could not see, e.g. cut at its length limit)."""
         ...
 
 
-PRMS: dict[str, Callable[..., PRM]] = {}
-"""Registry: adapter name -> constructor."""
-
-
 def register(name: str):
-    def wrap(factory):
-        PRMS[name] = factory
-        return factory
-
-    return wrap
-
-
-# Adapters register themselves on import.
-from purerl.prm import math_shepherd, qwen, rule, token_classification  # noqa: E402, F401
+    """Decorator: register a PRM adapter class under ``name`` (``PRMS.register(name)``)."""
+    return PRMS.register(name)

@@ -1,11 +1,15 @@
-"""Shared by the model-backed PRM adapters: truncation with a count, and length-bucketed forward passes."""
+"""Shared by the model-backed PRM adapters: loading, truncation with a count, marker scans and
+length-bucketed forward passes.
+
+torch and transformers are imported where a model is loaded or run, not when an adapter class is looked
+up, so that config validation (which asks an adapter class about its settings) stays fast.
+"""
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
-
-import torch
+from typing import Any
 
 log = logging.getLogger(__name__)
 
@@ -30,12 +34,24 @@ class Truncation:
         return ids[: self.max_length], [m if m < self.max_length else None for m in markers]
 
 
+def marker_positions(ids: Sequence[int], marker_id: int, expected: int, what: str) -> list[int]:
+    """Positions of ``marker_id`` in ``ids``; there must be one per step (``expected``).
+
+    >>> marker_positions([5, 9, 7, 9], 9, 2, "step tags")
+    [1, 3]
+    """
+    markers = [i for i, t in enumerate(ids) if t == marker_id]
+    if len(markers) != expected:
+        raise ValueError(f"found {len(markers)} {what} for {expected} steps")
+    return markers
+
+
 def bucketed_scores(
     model,
     items: Sequence[tuple[list[int], list[int | None]]],
     pad_id: int,
     batch_tokens: int,
-    read: Callable[[torch.Tensor], torch.Tensor],
+    read: Callable[[Any], Any],
 ) -> list[list[float]]:
     """Run ``model`` over ``items`` (ids, marker positions) in batches of similar length.
 
@@ -43,6 +59,8 @@ def bucketed_scores(
     markers (NaN for a marker that is None). Sorting by length means one long response never pads a
     whole batch; a batch holds at most ``batch_tokens`` padded tokens (at least one item).
     """
+    import torch
+
     scores: list[list[float]] = [[] for _ in items]
     order = sorted(range(len(items)), key=lambda i: len(items[i][0]))
     device = next(model.parameters()).device
@@ -79,17 +97,71 @@ def map_scores(scores: list[list[float]], score_map: str, score_range: tuple[flo
     return [[2 * (s - lo) / (hi - lo) - 1 for s in row] for row in scores]
 
 
-class ProbabilityScores:
-    """Shared by adapters whose native scores are probabilities in [0, 1] (``score_map``, ``truncation``)."""
+class ModelPRM:
+    """Base of the adapters around a transformers model: the model, its tokenizer, a padded-token budget
+    per forward pass, truncation at the model's length limit, and loading from a folder or hub id.
 
-    score_map: str
-    truncation: Truncation
+    A subclass sets ``kind`` (its registry name), ``options`` (the config keys its constructor takes,
+    e.g. ``separator`` or ``score_map``) and :meth:`model_class`, and implements ``score``.
+    """
 
-    @property
-    def score_range(self) -> tuple[float, float]:
-        return (-1.0, 1.0) if self.score_map == "affine" else (0.0, 1.0)
+    kind = ""
+    options: tuple[str, ...] = ()
+    score_range: tuple[float, float] = (-1.0, 1.0)
+
+    def __init__(self, model, tokenizer, batch_tokens: int = 16384, max_length: int | None = None):
+        self.model = model.eval()
+        self.tokenizer = tokenizer
+        self.batch_tokens = batch_tokens
+        self.truncation = Truncation(max_length or getattr(model.config, "max_position_embeddings", None))
 
     @property
     def truncated(self) -> int:
         """Inputs cut at the length limit over this PRM's lifetime."""
         return self.truncation.count
+
+    @classmethod
+    def model_class(cls, trust_remote_code: bool):
+        """The transformers auto class whose head this format reads."""
+        from transformers import AutoModelForTokenClassification
+
+        return AutoModelForTokenClassification
+
+    @classmethod
+    def load(cls, path: str, *, dtype: str | None = None, device: str = "cpu", trust_remote_code: bool = False,
+             **options) -> ModelPRM:  # fmt: skip
+        """The adapter around the model in ``path`` (a folder or hub id), with the head its format uses.
+        ``options`` may hold any config keys; those in ``cls.options`` reach the constructor."""
+        from purerl.models import load_prm_model
+
+        model, tokenizer = load_prm_model(path, dtype=dtype, device=device, trust_remote_code=trust_remote_code,
+                                          auto_class=cls.model_class(trust_remote_code))  # fmt: skip
+        return cls(model, tokenizer, **{k: v for k, v in options.items() if k in cls.options})
+
+    @classmethod
+    def check_config(cls, spec, task) -> None:
+        if not spec.path:
+            raise ValueError(
+                f"prm.kind={cls.kind} needs prm.path (a folder or hub id of such a model); without a path "
+                "purerl uses its built-in PRM, a token_classification model"
+            )
+
+    @classmethod
+    def from_config(cls, cfg, task) -> ModelPRM:
+        return cls.load(cls.model_path(cfg), dtype=cfg.prm.dtype, device=cfg.prm.device,
+                        trust_remote_code=cfg.prm.trust_remote_code, separator=cfg.prm.separator,
+                        score_map=cfg.prm.score_map)  # fmt: skip
+
+    @classmethod
+    def model_path(cls, cfg) -> str:
+        return cfg.prm.path
+
+
+class ProbabilityScores(ModelPRM):
+    """Adapters whose native scores are probabilities in [0, 1] (``score_map`` may map them to [-1, 1])."""
+
+    score_map: str = "none"
+
+    @property
+    def score_range(self) -> tuple[float, float]:
+        return (-1.0, 1.0) if self.score_map == "affine" else (0.0, 1.0)

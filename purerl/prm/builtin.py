@@ -63,23 +63,19 @@ def policy_examples(policy: Path, task: arithmetic.ArithmeticConfig, n: int, see
 
     from purerl.config import RolloutConfig
     from purerl.models import load_policy
-    from purerl.rollout.hf import generate
+    from purerl.rollout import sample_answers
+    from purerl.rollout.hf import HFGenerate
     from purerl.steps import split_steps
 
     model, tokenizer = load_policy(policy)
-    model.eval()
+    backend = HFGenerate(model.eval(), tokenizer)
     rng = random.Random(f"prm-policy-data-{seed}")
     torch.manual_seed(seed)
     examples = []
     while len(examples) < n:
-        problems = []
-        while len(problems) < batch:
-            p = arithmetic.random_problem(rng, task)
-            if arithmetic.split_of(p, task) == "train":
-                problems.append(p)
-        rollout = generate(model, tokenizer, [p.prompt for p in problems], max_new_tokens=RolloutConfig.max_new_tokens)
-        texts = tokenizer.batch_decode(rollout.response_ids, skip_special_tokens=True)
-        for p, text in zip(problems, texts):
+        problems = [arithmetic.draw_problem(rng, task) for _ in range(batch)]
+        answers = sample_answers(backend, [p.prompt for p in problems], max_new_tokens=RolloutConfig.max_new_tokens)
+        for p, text in zip(problems, answers.texts):
             steps = [s.text for s in split_steps(text, arithmetic.SEPARATOR)]
             if steps:
                 bad = arithmetic.first_bad_chars(p, steps)

@@ -3,15 +3,14 @@
 A causal LM reads ``question + " " + steps``, each step followed by the step tag ``" ки"`` (and a
 newline between steps). At each tag the model's next-token logits for ``"+"`` (good) and ``"-"`` (bad)
 are compared: score = ``softmax([logit(+), logit(-)])[0]``, in [0, 1]. ``score_map="affine"`` maps
-it to [-1, 1] (see docs/prm-formats.md).
+it to [-1, 1] (see docs/real-models.md).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
-from purerl.prm import register
-from purerl.prm.batching import ProbabilityScores, Truncation, bucketed_scores, map_scores
+from purerl.prm.batching import ProbabilityScores, bucketed_scores, map_scores, marker_positions
 
 STEP_TAG = "ки"
 
@@ -23,32 +22,34 @@ def _single_token(tokenizer, text: str) -> int:
     return ids[-1]  # " +" -> [..., "+"]: the last piece is the token itself
 
 
-@register("math_shepherd")
 class MathShepherdPRM(ProbabilityScores):
     """A causal LM read at each step tag: p("+") against p("-")."""
 
+    kind = "math_shepherd"
+    options = ("score_map",)
+
     def __init__(self, model, tokenizer, step_tag: str = STEP_TAG, good: str = "+", bad: str = "-",
                  score_map: str = "none", batch_tokens: int = 16384, max_length: int | None = None):  # fmt: skip
-        self.model = model.eval()
-        self.tokenizer = tokenizer
+        super().__init__(model, tokenizer, batch_tokens, max_length)
         self.step_tag = step_tag
         self.tag_id = _single_token(tokenizer, step_tag)
         self.good_id, self.bad_id = _single_token(tokenizer, f" {good}"), _single_token(tokenizer, f" {bad}")
         self.score_map = score_map
-        self.batch_tokens = batch_tokens
-        self.truncation = Truncation(max_length or getattr(model.config, "max_position_embeddings", None))
         pad = tokenizer.pad_token_id
         self.pad_id = pad if pad is not None else tokenizer.eos_token_id
+
+    @classmethod
+    def model_class(cls, trust_remote_code: bool):
+        from transformers import AutoModelForCausalLM
+
+        return AutoModelForCausalLM
 
     def build_inputs(self, prompt: str, steps: Sequence[str]) -> tuple[list[int], list[int]]:
         """Ids of ``prompt + " " + step_1 + " ки\\n" + step_2 + " ки"`` (tokenised whole, as the
         reference code does) and the position of each tag."""
         body = "\n".join(f"{s.replace(self.step_tag, '').strip()} {self.step_tag}" for s in steps)
         ids = self.tokenizer(f"{prompt.rstrip()} {body}", add_special_tokens=True)["input_ids"]
-        markers = [i for i, t in enumerate(ids) if t == self.tag_id]
-        if len(markers) != len(steps):
-            raise ValueError(f"found {len(markers)} step tags {self.step_tag!r} for {len(steps)} steps")
-        return ids, markers
+        return ids, marker_positions(ids, self.tag_id, len(steps), f"step tags {self.step_tag!r}")
 
     def score(self, prompts: Sequence[str], steps: Sequence[Sequence[str]]) -> list[list[float]]:
         items = [self.truncation(*self.build_inputs(p, row)) for p, row in zip(prompts, steps)]

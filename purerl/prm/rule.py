@@ -4,10 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
-from purerl.prm import register
 
-
-@register("rule")
 class RulePRM:
     """Wraps ``check(prompt, steps) -> list[bool]`` as a PRM with scores in {-1, +1}."""
 
@@ -15,6 +12,20 @@ class RulePRM:
 
     def __init__(self, check: Callable[[str, Sequence[str]], list[bool]]):
         self.check = check
+
+    @classmethod
+    def check_config(cls, spec, task) -> None:
+        if spec.path:
+            raise ValueError(f"prm.kind=rule checks steps by program and takes no prm.path (got {spec.path!r})")
+        if getattr(task, "rule_checker", None) is None:
+            raise ValueError(
+                "prm.kind=rule needs a task with an exact step checker (the built-in arithmetic task); "
+                "on a dataset task use a model PRM (prm.kind and prm.path)"
+            )
+
+    @classmethod
+    def from_config(cls, cfg, task) -> RulePRM:
+        return cls(task.rule_checker)
 
     def score(self, prompts: Sequence[str], steps: Sequence[Sequence[str]]) -> list[list[float]]:
         out = []

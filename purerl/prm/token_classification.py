@@ -9,10 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import torch
-
-from purerl.prm import register
-from purerl.prm.batching import Truncation, bucketed_scores
+from purerl.prm.batching import ModelPRM, bucketed_scores
 
 
 def build_prm_inputs(
@@ -36,25 +33,31 @@ def build_prm_inputs(
     return ids, markers, step_tokens
 
 
-@register("token_classification")
-class TokenClassificationPRM:
-    """A ``*ForTokenClassification`` model with 2 labels (1 = correct step); scores in [-1, 1]."""
+class TokenClassificationPRM(ModelPRM):
+    """A ``*ForTokenClassification`` model with 2 labels (1 = correct step); scores in [-1, 1].
 
+    Without ``prm.path`` this kind is the built-in task's PRM (trained once and cached, or shipped).
+    """
+
+    kind = "token_classification"
+    options = ("separator",)
     score_range = (-1.0, 1.0)
 
     def __init__(
         self, model, tokenizer, separator: str = "\n", batch_tokens: int = 16384, max_length: int | None = None
     ):
-        self.model = model.eval()
-        self.tokenizer = tokenizer
+        super().__init__(model, tokenizer, batch_tokens, max_length)
         self.separator = separator
-        self.batch_tokens = batch_tokens
-        self.truncation = Truncation(max_length or getattr(model.config, "max_position_embeddings", None))
 
-    @property
-    def truncated(self) -> int:
-        """Inputs cut at the length limit over this PRM's lifetime."""
-        return self.truncation.count
+    @classmethod
+    def check_config(cls, spec, task) -> None:
+        pass  # a path, or the built-in PRM
+
+    @classmethod
+    def model_path(cls, cfg) -> str:
+        from purerl.builders import prm_path
+
+        return prm_path(cfg)
 
     def score(self, prompts: Sequence[str], steps: Sequence[Sequence[str]]) -> list[list[float]]:
         items = []
@@ -64,6 +67,6 @@ class TokenClassificationPRM:
         return bucketed_scores(self.model, items, self.tokenizer.pad_token_id, self.batch_tokens, _p1_minus_p0)
 
 
-def _p1_minus_p0(logits: torch.Tensor) -> torch.Tensor:
+def _p1_minus_p0(logits):
     probs = logits.softmax(-1)
     return probs[..., 1] - probs[..., 0]

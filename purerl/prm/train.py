@@ -10,38 +10,15 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable
-from dataclasses import dataclass
 
 import torch
 
+from purerl.config import PRMTrainConfig
 from purerl.prm.token_classification import build_prm_inputs
 from purerl.warmstart import cosine_schedule, pad_batch
 
 # prompt, steps, step labels, and optionally the first bad character of each step (None: correct)
 Example = tuple[str, list[str], list[bool], list[int | None] | None]
-
-
-@dataclass(frozen=True)
-class PRMTrainConfig:
-    """Two-stage PRM training."""
-
-    head_steps: int = 50
-    """Stage 1: optimizer steps on the classification head only."""
-    full_steps: int = 3000
-    """Stage 2: optimizer steps on all weights (the built-in PRM starts to tell right from wrong
-    results after about 700 with dense labels; checking copied remainders took 3,000 with data v4)."""
-    batch_size: int = 64
-    """Labelled solutions per step."""
-    head_lr: float = 1e-3
-    """Stage-1 learning rate."""
-    lr: float = 1e-3
-    """Stage-2 peak learning rate (cosine); 2e-3 never learns the built-in task."""
-    seed: int = 0
-    """Seed of the weights and of the sampled training solutions."""
-    dense_labels: bool = True
-    """Also label every token of a step ("still a prefix of a correct step"), where examples say where
-    each step goes wrong; otherwise only the separator token after each step is labelled (the
-    built-in PRM: step accuracy 0.80 with marker labels only, 0.86 with dense labels, 1,000 steps)."""
 
 
 def _batch(tokenizer, examples: list[Example], separator: str, dense: bool = True):

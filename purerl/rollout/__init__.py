@@ -1,8 +1,15 @@
-"""Generation backends. ``Rollout`` is what every backend returns."""
+"""Generation backends: a :class:`RolloutBackend` turns prompts into a :class:`Rollout`.
+
+Backends are registered by name in :data:`purerl.registry.ROLLOUT_BACKENDS` (``hf``: transformers
+``generate``); a config picks one with ``rollout.backend``. :func:`sample_answers` is the one
+prompt -> generate -> decode -> grade path that training, evaluation and data generation share.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any, Protocol
 
 import torch
 
@@ -44,3 +51,47 @@ class Rollout:
         """Each response's ids without padding (EOS kept)."""
         lengths = self.response_mask.sum(-1).tolist()
         return [row[: int(n)].tolist() for row, n in zip(self.response_ids, lengths)]
+
+
+class RolloutBackend(Protocol):
+    """Samples responses from a policy. Built as ``cls(model, tokenizer)``; it must sample from the
+    weights the trainer updates (or sync them before each call)."""
+
+    tokenizer: Any
+    """The policy's tokenizer (responses are decoded with it)."""
+
+    def generate(self, prompts: Sequence[str], *, max_new_tokens: int, temperature: float = 1.0,
+                 greedy: bool = False) -> Rollout:  # fmt: skip
+        """One response per prompt (repeat a prompt for K samples), laid out as a :class:`Rollout`."""
+        ...
+
+
+@dataclass
+class Answers:
+    """Decoded (and graded) responses of one :func:`sample_answers` call."""
+
+    texts: list[str]
+    correct: list[bool | None] | None
+    rollout: Rollout
+
+
+def sample_answers(
+    backend: RolloutBackend,
+    prompts: Sequence[str],
+    *,
+    max_new_tokens: int,
+    temperature: float = 1.0,
+    greedy: bool = False,
+    grade: Callable[[int, str], bool | None] | None = None,
+) -> Answers:
+    """Generate one response per prompt, decode it (special tokens dropped), and grade it.
+
+    Args:
+        backend: a :class:`RolloutBackend`.
+        prompts: the policy's prompts, templates applied.
+        grade: ``grade(i, text)`` for the ``i``-th response (None: no grading).
+    """
+    rollout = backend.generate(prompts, max_new_tokens=max_new_tokens, temperature=temperature, greedy=greedy)
+    texts = backend.tokenizer.batch_decode(rollout.response_id_lists(), skip_special_tokens=True)
+    correct = None if grade is None else [grade(i, text) for i, text in enumerate(texts)]
+    return Answers(texts, correct, rollout)

@@ -49,6 +49,20 @@ def generate(
     return Rollout(input_ids, attention_mask, response_mask, prompt_len, truncated)
 
 
+class HFGenerate:
+    """The ``hf`` rollout backend: transformers ``generate`` on the policy itself (so it always samples
+    from the current weights)."""
+
+    def __init__(self, model, tokenizer):
+        self.model = model
+        self.tokenizer = tokenizer
+
+    def generate(self, prompts: Sequence[str], *, max_new_tokens: int, temperature: float = 1.0,
+                 greedy: bool = False) -> Rollout:  # fmt: skip
+        return generate(self.model, self.tokenizer, prompts, max_new_tokens=max_new_tokens, temperature=temperature,
+                        greedy=greedy)  # fmt: skip
+
+
 def _keeps_logits(model) -> bool:
     """Whether ``model.forward`` can compute logits for the last positions only (``logits_to_keep``)."""
     base = model.get_base_model() if hasattr(model, "get_base_model") else model

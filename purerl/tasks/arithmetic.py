@@ -147,19 +147,21 @@ def random_problem(rng: random.Random, cfg: ArithmeticConfig) -> Problem:
     return Problem(rng.randint(0, cfg.modulus - 1), ops, cfg.modulus)
 
 
-def generate_problems(cfg: ArithmeticConfig, n: int, split: str, seed: int) -> list[Problem]:
-    """``n`` problems of ``split`` ("train" or "heldout"), deterministic in ``seed``."""
+def draw_problem(rng: random.Random, cfg: ArithmeticConfig, split: str = "train", tries: int = 1000) -> Problem:
+    """The first random problem of ``split`` ("train" or "heldout") that ``rng`` draws."""
     if split not in ("train", "heldout"):
         raise ValueError(f"split must be 'train' or 'heldout', got {split!r}")
-    rng = random.Random(f"{split}-{seed}")
-    out = []
-    for _ in range(n * 1000):
+    for _ in range(tries):
         p = random_problem(rng, cfg)
         if split_of(p, cfg) == split:
-            out.append(p)
-            if len(out) == n:
-                return out
-    raise ValueError(f"could not draw {n} {split} problems; widen the task's knobs")
+            return p
+    raise ValueError(f"could not draw a {split} problem in {tries} tries; widen the task's knobs")
+
+
+def generate_problems(cfg: ArithmeticConfig, n: int, split: str, seed: int) -> list[Problem]:
+    """``n`` problems of ``split`` ("train" or "heldout"), deterministic in ``seed``."""
+    rng = random.Random(f"{split}-{seed}")
+    return [draw_problem(rng, cfg, split) for _ in range(n)]
 
 
 def _miscopy(rest: Ops, rng: random.Random, cfg: ArithmeticConfig) -> Ops:
@@ -357,3 +359,35 @@ def parse_prompt(prompt: str) -> Problem:
 def rule_checker(prompt: str, steps: list[str]) -> list[bool]:
     """:func:`check_steps` on the problem a prompt states: the rule-based "PRM" of this task."""
     return check_steps(parse_prompt(prompt), steps)
+
+
+class ArithmeticTask:
+    """The built-in task behind the :class:`purerl.tasks.Task` protocol (``data.task=arithmetic``)."""
+
+    separator = SEPARATOR
+    rule_checker = staticmethod(rule_checker)
+
+    def __init__(self, cfg: ArithmeticConfig, eval_size: int):
+        self.cfg = cfg
+        self.heldout = generate_problems(cfg, eval_size, "heldout", seed=0)
+
+    @classmethod
+    def check_config(cls, cfg) -> None:
+        if cfg.data.train.path:
+            raise ValueError(
+                "data.task=arithmetic is the built-in task: leave data.train.path empty or set data.task=dataset"
+            )
+
+    @classmethod
+    def from_config(cls, cfg) -> ArithmeticTask:
+        return cls(cfg.task, cfg.run.eval_size)
+
+    def sample(self, rng: random.Random, n: int) -> list[Problem]:
+        return [draw_problem(rng, self.cfg) for _ in range(n)]
+
+    def grade(self, text: str, problem: Problem) -> bool | None:
+        return grade(text, problem)
+
+    @staticmethod
+    def has_reward_answer(problem: Problem) -> bool:
+        return True

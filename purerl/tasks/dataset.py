@@ -12,7 +12,6 @@ from dataclasses import dataclass
 
 from purerl.data import DataConfig, MathExample, load_examples
 from purerl.grading import grade
-from purerl.tasks import arithmetic
 
 
 @dataclass(frozen=True)
@@ -31,7 +30,10 @@ def _problem(e: MathExample) -> DataProblem:
 
 
 class DatasetTask:
-    """Training problems from ``train``, held-out problems from ``heldout`` (its first ``eval_size``)."""
+    """Training problems from ``train``, held-out problems from ``heldout`` (its first ``eval_size``);
+    the :class:`purerl.tasks.Task` of ``data.task=dataset``."""
+
+    rule_checker = None  # real math has no exact step checker: a model PRM scores its steps
 
     def __init__(self, train: DataConfig, heldout: DataConfig | None, eval_size: int, separator: str = "\n\n"):
         self.separator = separator
@@ -39,6 +41,15 @@ class DatasetTask:
         source = heldout if heldout is not None and heldout.path else None
         held = load_examples(source, require_answer=True)[:eval_size] if source else []
         self.heldout = [_problem(e) for e in held]
+
+    @classmethod
+    def check_config(cls, cfg) -> None:
+        if not cfg.data.train.path:
+            raise ValueError("data.task=dataset needs data.train.path (a .jsonl / .json / .parquet file or folder)")
+
+    @classmethod
+    def from_config(cls, cfg) -> DatasetTask:
+        return cls(cfg.data.train, cfg.data.heldout, cfg.run.eval_size, cfg.data.separator)
 
     def sample(self, rng: random.Random, n: int) -> list[DataProblem]:
         return [rng.choice(self.problems) for _ in range(n)]
@@ -50,27 +61,3 @@ class DatasetTask:
     @staticmethod
     def has_reward_answer(problem: DataProblem) -> bool:
         return problem.reward_answer is not None
-
-
-class ArithmeticTask:
-    """The built-in task behind the same interface."""
-
-    def __init__(self, cfg: arithmetic.ArithmeticConfig, eval_size: int):
-        self.cfg = cfg
-        self.separator = arithmetic.SEPARATOR
-        self.heldout = arithmetic.generate_problems(cfg, eval_size, "heldout", seed=0)
-
-    def sample(self, rng: random.Random, n: int) -> list[arithmetic.Problem]:
-        problems = []
-        while len(problems) < n:
-            p = arithmetic.random_problem(rng, self.cfg)
-            if arithmetic.split_of(p, self.cfg) == "train":
-                problems.append(p)
-        return problems
-
-    def grade(self, text: str, problem: arithmetic.Problem) -> bool | None:
-        return arithmetic.grade(text, problem)
-
-    @staticmethod
-    def has_reward_answer(problem) -> bool:
-        return True
