@@ -29,11 +29,14 @@ __all__ = [
     "DEFAULT_TEMPERATURE",
     "TRANSFORMS",
     "broadcast_steps_to_tokens",
-    "grpo_advantages",
+    "combine_advantages",
+    "group_baselines",
+    "group_index",
     "leave_one_out_baseline",
     "min_transform",
     "process_returns",
     "pure_advantages",
+    "response_values",
     "reverse_cumsum",
     "rloo_advantages",
     "soft_min_transform",
@@ -222,7 +225,7 @@ def process_returns(
 # --------------------------------------------------------------------------------------------------
 
 
-def _group_index(group_ids: torch.Tensor) -> tuple[torch.Tensor, int]:
+def group_index(group_ids: torch.Tensor) -> tuple[torch.Tensor, int]:
     """Map arbitrary (unsorted, non-contiguous) group ids to 0..G-1."""
     _, inverse = torch.unique(group_ids, return_inverse=True)
     num_groups = int(inverse.max().item()) + 1 if inverse.numel() else 0
@@ -246,7 +249,7 @@ def leave_one_out_baseline(
     if values.shape != group_ids.shape:
         raise ValueError(f"values {tuple(values.shape)} and group_ids {tuple(group_ids.shape)} differ")
     valid = torch.ones_like(values, dtype=torch.bool) if valid is None else valid.bool()
-    index, num_groups = _group_index(group_ids)
+    index, num_groups = group_index(group_ids)
     clean = torch.where(valid, values, torch.zeros_like(values))
     weight = valid.to(values.dtype)
     totals = torch.zeros(num_groups, dtype=values.dtype, device=values.device).index_add_(0, index, clean)
@@ -318,59 +321,66 @@ def pure_advantages(
     """
     if group_ids.shape != (response_mask.shape[0],):
         raise ValueError(f"group_ids must have shape (B,) = ({response_mask.shape[0]},), got {tuple(group_ids.shape)}")
+    if verifiable_rewards is not None and verifiable_rewards.shape != group_ids.shape:
+        shape = tuple(verifiable_rewards.shape)
+        raise ValueError(f"verifiable_rewards must have shape (B,) = {tuple(group_ids.shape)}, got {shape}")
     returns = process_returns(step_rewards, step_mask, step_ends, response_mask, mode=mode, temperature=temperature,
                               token_penalty=token_penalty, gamma=gamma)  # fmt: skip
-    n = response_mask.shape[-1] if max_len is None else max_len
-    if n <= 0:
-        raise ValueError(f"max_len must be positive, got {n}")
-    per_response = returns.sum(dim=-1) / n  # (1/N) * sum_t G_{k,t}
-    advantages = returns - leave_one_out_baseline(per_response, group_ids)[:, None]
-    if verifiable_rewards is not None:
-        if verifiable_rewards.shape != group_ids.shape:
-            shape = tuple(verifiable_rewards.shape)
-            raise ValueError(f"verifiable_rewards must have shape (B,) = {tuple(group_ids.shape)}, got {shape}")
-        vr_adv = rloo_advantages(verifiable_rewards.to(returns.dtype), group_ids)
-        advantages = advantages + vr_coef * vr_adv[:, None]
-    mask = response_mask.bool()
-    return torch.where(mask, advantages, torch.zeros_like(advantages)), returns
+    values = response_values(returns, max_len)
+    baseline, vr_advantages = group_baselines(values, group_ids, verifiable_rewards)
+    return combine_advantages(returns, response_mask, baseline, vr_advantages, vr_coef), returns
 
 
-def grpo_advantages(
-    rewards: torch.Tensor,
-    group_ids: torch.Tensor,
-    response_mask: torch.Tensor,
-    *,
-    norm_by_std: bool = True,
-    eps: float = 1e-6,
-) -> torch.Tensor:
-    """GRPO group-normalised outcome advantages, broadcast to tokens (for VR-only runs).
-
-    ``A_i = (r_i - mean_g) / (std_g + eps)`` with the unbiased std over the group; a group of one gets
-    mean 0 and std 1 (as verl does), so its advantage is its reward. NaN rewards get advantage 0 and
-    stay out of their group's statistics.
+def response_values(returns: torch.Tensor, max_len: int | None = None) -> torch.Tensor:
+    """Each response's value in the process baseline: ``(1/N) * sum_t G_{i,t}`` (PURE section 3.4).
 
     Args:
-        rewards: (B,).
-        group_ids: (B,).
-        response_mask: (B, T).
-        norm_by_std: divide by the group std (False gives Dr. GRPO's mean-centred advantage).
+        returns: (B, T) process returns, 0 outside the response.
+        max_len: N (defaults to T).
     Returns:
-        (B, T) advantages, 0 outside ``response_mask``.
+        (B,). The sum runs over the T columns given, so callers that compare batches padded to
+        different widths pad them to one width first (``purerl.process_rewards`` does across processes).
     """
-    valid = ~torch.isnan(rewards)
-    index, num_groups = _group_index(group_ids)
-    clean = torch.where(valid, rewards, torch.zeros_like(rewards))
-    weight = valid.to(rewards.dtype)
-    zeros = torch.zeros(num_groups, dtype=rewards.dtype, device=rewards.device)
-    count = zeros.clone().index_add_(0, index, weight)
-    mean = zeros.clone().index_add_(0, index, clean) / count.clamp(min=1)
-    sq = zeros.clone().index_add_(0, index, weight * (clean - mean[index]) ** 2)
-    std = torch.sqrt(sq / (count - 1).clamp(min=1))
-    single = count[index] <= 1
-    mean_i = torch.where(single, torch.zeros_like(rewards), mean[index])
-    std_i = torch.where(single, torch.ones_like(rewards), std[index])
-    adv = clean - mean_i
-    if norm_by_std:
-        adv = adv / (std_i + eps)
-    adv = torch.where(valid, adv, torch.zeros_like(adv))
-    return adv[:, None] * response_mask.to(adv.dtype)
+    n = returns.shape[-1] if max_len is None else max_len
+    if n <= 0:
+        raise ValueError(f"max_len must be positive, got {n}")
+    return returns.sum(dim=-1) / n
+
+
+def group_baselines(
+    values: torch.Tensor, group_ids: torch.Tensor, verifiable_rewards: torch.Tensor | None = None
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The group terms of PURE's advantage: the leave-one-out baseline of the response values, and the
+    RLOO advantage of the verifiable rewards (None without them).
+
+    These need only per-response scalars of the other members of each group, so a distributed caller
+    gathers ``values``, ``group_ids`` and ``verifiable_rewards`` (three numbers a response), calls this
+    on the whole batch and keeps its own rows.
+
+    Args:
+        values: (B,) from :func:`response_values`.
+        group_ids: (B,).
+        verifiable_rewards: optional (B,), NaN where a prompt has no ground truth.
+    Returns:
+        ``(baseline, vr_advantages)``, each (B,).
+    """
+    baseline = leave_one_out_baseline(values, group_ids)
+    if verifiable_rewards is None:
+        return baseline, None
+    return baseline, rloo_advantages(verifiable_rewards.to(values.dtype), group_ids)
+
+
+def combine_advantages(
+    returns: torch.Tensor,
+    response_mask: torch.Tensor,
+    baseline: torch.Tensor,
+    vr_advantages: torch.Tensor | None = None,
+    vr_coef: float = 1.0,
+) -> torch.Tensor:
+    """``A_{i,t} = (G_{i,t} - b_i + vr_coef * A^v_i) * response_mask``: (B, T) from (B, T) returns and (B,)
+    group terms (:func:`group_baselines`)."""
+    advantages = returns - baseline[:, None]
+    if vr_advantages is not None:
+        advantages = advantages + vr_coef * vr_advantages[:, None]
+    mask = response_mask.bool()
+    return torch.where(mask, advantages, torch.zeros_like(advantages))

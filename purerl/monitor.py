@@ -94,6 +94,10 @@ def tensor_stats(name: str, values: torch.Tensor, mask: torch.Tensor) -> dict[st
     }
 
 
+FLAGS = ("length_to_cap", "step_inflation", "zero_steps", "one_giant_step", "repetition", "proxy_divergence")
+"""Every flag :class:`HackingMonitor` can raise."""
+
+
 class HackingMonitor:
     """Raises named flags when a batch shows a reward-hacking signature against the run's start.
 

@@ -26,7 +26,14 @@ from typing import Any
 
 import torch
 
-from purerl.credit import pure_advantages, transform_step_rewards
+from purerl.credit import (
+    combine_advantages,
+    group_baselines,
+    process_returns,
+    pure_advantages,
+    response_values,
+    transform_step_rewards,
+)
 from purerl.kl import kl_penalty
 from purerl.monitor import response_metrics, tensor_stats
 from purerl.registry import DEFAULT_TEMPERATURE
@@ -35,6 +42,7 @@ from purerl.steps import DEFAULT_SEPARATOR, StepBatch, decode_with_offsets, segm
 
 __all__ = [
     "CreditSettings",
+    "ProcessGroup",
     "RewardBatch",
     "assign_credit",
     "batch_metrics",
@@ -188,12 +196,27 @@ def verify(batch: RewardBatch, has_truth: Sequence[bool]) -> None:
     batch.verifiable_rewards = verifiable_rewards(batch.correct, has_truth, device=batch.group_ids.device)
 
 
-def assign_credit(batch: RewardBatch, settings: CreditSettings) -> None:
+@dataclass(frozen=True)
+class ProcessGroup:
+    """How one process of a distributed run sees the others, for credit whose group baselines span
+    processes (a prompt's K responses may sit on different processes).
+
+    ``all_gather(x)`` returns the (n, k) tensors of every process concatenated in rank order (n the same
+    on every process, as TRL and verl batches are); ``rank`` is this process's index.
+    """
+
+    all_gather: Callable[[torch.Tensor], torch.Tensor]
+    rank: int
+
+
+def assign_credit(batch: RewardBatch, settings: CreditSettings, group: ProcessGroup | None = None) -> None:
     """PURE advantages (:func:`purerl.credit.pure_advantages`) from the batch's rewards.
 
     Reads ``step_rewards``, ``scored_mask``, ``steps.step_ends``, ``response_mask``, ``group_ids``,
     ``verifiable_rewards`` and, for the KL penalty, ``logprobs`` and ``ref_logprobs``. Writes ``kl``
-    (None without a reference), ``advantages`` and ``returns``.
+    (None without a reference), ``advantages`` and ``returns``. With ``group``, ``group_ids`` must be
+    the same ids on every process and the baselines are computed over every process's responses
+    (:func:`_distributed_credit`); the result equals a one-process call on the whole batch.
     """
     s = settings
     kl = None
@@ -202,11 +225,49 @@ def assign_credit(batch: RewardBatch, settings: CreditSettings) -> None:
     step_mask = batch.scored_mask if s.process_rewards else torch.zeros_like(batch.scored_mask)
     penalty = -s.kl_coef * kl if (kl is not None and s.kl_in_reward) else None
     batch.kl = kl
-    batch.advantages, batch.returns = pure_advantages(
-        batch.step_rewards, step_mask, batch.steps.step_ends, batch.response_mask.float(), batch.group_ids,
-        batch.verifiable_rewards, mode=s.mode, temperature=s.temperature, vr_coef=s.vr_coef, max_len=s.max_len,
-        token_penalty=penalty,
+    args = (batch.step_rewards, step_mask, batch.steps.step_ends, batch.response_mask.float())
+    if group is None:
+        batch.advantages, batch.returns = pure_advantages(
+            *args, batch.group_ids, batch.verifiable_rewards, mode=s.mode, temperature=s.temperature,
+            vr_coef=s.vr_coef, max_len=s.max_len, token_penalty=penalty,
+        )  # fmt: skip
+    else:
+        batch.advantages, batch.returns = _distributed_credit(*args, batch, s, penalty, group)
+
+
+def _pad_to(x: torch.Tensor, width: int) -> torch.Tensor:
+    return torch.nn.functional.pad(x, (0, width - x.shape[-1]))
+
+
+def _distributed_credit(step_rewards, step_mask, step_ends, response_mask, batch, s, penalty, group):
+    """PURE advantages of this process's responses, with group baselines over every process.
+
+    Communicated: one all-gather of two integers per process (its step and token widths) and one of
+    three float64 numbers per response (its value ``(1/N) sum_t G``, its verifiable reward, its group
+    id). Each process pads its tensors to the widths of the whole batch before computing, so every
+    reduction runs over the same columns as a one-process run on the whole batch would: equal results
+    to the last bit, not only within rounding.
+    """
+    local_s, local_t = step_rewards.shape[-1], response_mask.shape[-1]
+    widths = group.all_gather(torch.tensor([[local_s, local_t]], dtype=torch.float64, device=step_rewards.device))
+    width_s, width_t = (int(w) for w in widths.max(dim=0).values.tolist())
+    returns = process_returns(
+        _pad_to(step_rewards, width_s), _pad_to(step_mask, width_s), _pad_to(step_ends, width_s),
+        _pad_to(response_mask, width_t), mode=s.mode, temperature=s.temperature,
+        token_penalty=None if penalty is None else _pad_to(penalty, width_t),
     )  # fmt: skip
+    values = response_values(returns, s.max_len)
+    vr = batch.verifiable_rewards
+    no_vr = torch.full_like(values, float("nan"))
+    mine = torch.stack([values, no_vr if vr is None else vr.to(values.dtype), batch.group_ids.to(values.dtype)], -1)
+    every = group.all_gather(mine.to(torch.float64))
+    rows = slice(group.rank * values.shape[0], (group.rank + 1) * values.shape[0])
+    baseline, vr_advantages = group_baselines(
+        every[:, 0].to(values.dtype), every[:, 2].long(), None if vr is None else every[:, 1].to(values.dtype)
+    )
+    vr_part = None if vr_advantages is None else vr_advantages[rows]
+    advantages = combine_advantages(returns, _pad_to(response_mask, width_t), baseline[rows], vr_part, s.vr_coef)
+    return advantages[:, :local_t], returns[:, :local_t]
 
 
 def batch_metrics(batch: RewardBatch, settings: CreditSettings) -> dict[str, float]:

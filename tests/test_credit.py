@@ -9,13 +9,13 @@ import pytest
 import torch
 from torch.testing import assert_close
 
-from purerl import credit, kl, stats
+from purerl import credit, grpo, kl, stats
 from purerl.credit import (
-    grpo_advantages,
     pure_advantages,
     rloo_advantages,
     transform_step_rewards,
 )
+from purerl.grpo import grpo_advantages
 from purerl.kl import kl_penalty
 from purerl.stats import masked_mean, masked_var, masked_whiten
 
@@ -384,7 +384,7 @@ def test_kl_estimators_by_hand():
 
 
 def test_public_api_names():
-    for module in (credit, kl, stats):
+    for module in (credit, grpo, kl, stats):
         for name in module.__all__:
             assert hasattr(module, name), f"{module.__name__}.{name}"
     assert not hasattr(credit, "ppo_clip_loss") and not hasattr(credit, "masked_mean")  # one home each

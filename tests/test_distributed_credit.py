@@ -1,0 +1,59 @@
+"""PURE credit over a real 2-process gloo group equals the one-process credit of the whole batch, to
+the last bit, also where a prompt's responses sit on both processes."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import torch
+
+from purerl.process_rewards import assign_credit
+
+WORKER = Path(__file__).with_name("distributed_credit_worker.py")
+
+
+def _worker_module():
+    spec = importlib.util.spec_from_file_location("distributed_credit_worker", WORKER)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_two_processes_give_the_one_process_credit(tmp_path):
+    worker = _worker_module()
+    env = {**os.environ, "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(_free_port()), "WORLD_SIZE": "2",
+           "OMP_NUM_THREADS": "1"}  # fmt: skip
+    cmd = [sys.executable, str(WORKER), str(tmp_path), "7"]
+    procs = [
+        subprocess.Popen(cmd, env={**env, "RANK": str(r)}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        for r in (0, 1)
+    ]
+    for proc in procs:
+        out, _ = proc.communicate(timeout=120)
+        assert proc.returncode == 0, out
+    parts = [torch.load(tmp_path / f"rank{r}.pt") for r in (0, 1)]
+    for k in (worker.K, 4):
+        rows, group_ids = worker.global_batch(7, k)
+        halves = (group_ids[: worker.B // 2].tolist(), group_ids[worker.B // 2 :].tolist())
+        assert k == worker.K or set(halves[0]) & set(halves[1]), "the K = 4 case must split a group"
+        for name, settings in worker.SETTINGS.items():
+            whole = worker.as_batch(rows, group_ids)
+            assign_credit(whole, settings)  # one process, the whole batch
+            for rank, part in enumerate(parts):
+                advantages, returns = part[f"k{k}-{name}"]
+                mine = slice(rank * (worker.B // 2), (rank + 1) * (worker.B // 2))
+                width = advantages.shape[1]
+                assert torch.equal(advantages, whole.advantages[mine, :width]), (k, name, rank)
+                assert torch.equal(returns, whole.returns[mine, :width]), (k, name, rank)
+                assert (whole.advantages[mine, width:] == 0).all()  # nothing past this process's widest response
