@@ -149,3 +149,33 @@ def test_the_paper_config_holds_the_paper_settings():
     per_step = args.per_device_train_batch_size * 8 * args.gradient_accumulation_steps  # 8 GPUs
     assert per_step == 512 and per_step // args.num_generations == 64  # 64 prompts x 8 samples a step
     assert script.model_name_or_path == "Qwen/Qwen2.5-Math-7B" and args.prm_path == "jinachris/PURE-PRM-7B"
+
+
+def test_a_dataset_through_purerl_data(tmp_path, monkeypatch):
+    """`task: dataset` reads problems with purerl.data; rows without an answer get no verifiable reward;
+    the problem text (not the chat prompt) goes to the PRM."""
+    import json
+
+    from trl import TrlParser
+
+    from purerl.integrations.trl import PureGRPOConfig, PureScriptArguments
+    from purerl.integrations.trl.__main__ import build_trainer
+
+    data = tmp_path / "math.jsonl"
+    rows = [{"problem": f"Q: (1+{i}) mod 10\nA:\n", "answer": str((1 + i) % 10) if i % 2 else None} for i in range(8)]
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    monkeypatch.setenv("TRL_EXPERIMENTAL_SILENCE", "1")
+    worker = _worker()
+    argv = [*worker.ARGS, "--output_dir", str(tmp_path / "run"), "--per_device_train_batch_size", "8", "--task",
+            "dataset", "--data_path", str(data), "--vr_fraction", "1.0"]  # fmt: skip
+    script, args = TrlParser((PureScriptArguments, PureGRPOConfig)).parse_args_and_config(args=argv)
+    trainer = build_trainer(script, args, trainer_class=worker.Recording)
+    trainer.records = []
+    trainer.train()
+    (record,) = trainer.records
+    answered = {r["problem"]: r["answer"] is not None for r in rows}
+    no_reward = [math.isnan(v) for v in trainer._pure_rewards[:, 0].tolist()]
+    assert no_reward == [not answered[p] for p in record["prompts"]]  # the reward function skips them
+    assert {r["problem"]: r["answer"] for r in trainer.train_dataset}["Q: (1+1) mod 10\nA:\n"] == ["2"]
+    logged = trainer.state.log_history[0]
+    assert "pure/prm/min_raw" in logged and "rewards/purerl_accuracy/mean" in logged
