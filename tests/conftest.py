@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import random
+import socket
 from pathlib import Path
 
 import pytest
@@ -57,3 +59,24 @@ def prm_folder(tmp_path_factory, bpe_tokenizer):
     new_prm(bpe_tokenizer, size, seed=0).save_pretrained(folder)
     bpe_tokenizer.save_pretrained(folder)
     return folder
+
+
+def _load_script(path: Path):
+    spec = importlib.util.spec_from_file_location(path.stem, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="session")
+def load_script():
+    """Imports a helper script of the tests (a worker run in processes of its own) as a module."""
+    return _load_script
+
+
+@pytest.fixture
+def free_port() -> int:
+    """A TCP port on the loopback that nothing listens on (a process group's rendezvous)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]

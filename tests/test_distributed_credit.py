@@ -3,9 +3,7 @@ the last bit, also where a prompt's responses sit on both processes."""
 
 from __future__ import annotations
 
-import importlib.util
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -17,22 +15,9 @@ from purerl.process_rewards import assign_credit
 WORKER = Path(__file__).with_name("distributed_credit_worker.py")
 
 
-def _worker_module():
-    spec = importlib.util.spec_from_file_location("distributed_credit_worker", WORKER)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def test_two_processes_give_the_one_process_credit(tmp_path):
-    worker = _worker_module()
-    env = {**os.environ, "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(_free_port()), "WORLD_SIZE": "2",
+def test_two_processes_give_the_one_process_credit(tmp_path, load_script, free_port):
+    worker = load_script(WORKER)
+    env = {**os.environ, "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(free_port), "WORLD_SIZE": "2",
            "OMP_NUM_THREADS": "1"}  # fmt: skip
     cmd = [sys.executable, str(WORKER), str(tmp_path), "7"]
     procs = [

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import math
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -24,28 +23,20 @@ from purerl.tasks import arithmetic
 
 ROOT = Path(__file__).resolve().parents[1]
 WORKER = Path(__file__).with_name("trl_worker.py")
+
+
+@pytest.fixture(scope="module")
+def worker(load_script):
+    """tests/trl_worker.py: the configuration and recording trainer every test here shares."""
+    return load_script(WORKER)
+
+
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "TRL_EXPERIMENTAL_SILENCE": "1"}
 
 
-def _worker():
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("trl_worker", WORKER)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def test_the_advantages_trl_trains_on_are_pure_advantages(tmp_path, monkeypatch):
+def test_the_advantages_trl_trains_on_are_pure_advantages(tmp_path, monkeypatch, worker):
     """One TRL step in this process; then PURE's advantages of the recorded completions, computed
     from scratch with purerl.credit (decode, split, PRM scores, grades, VR share), equal TRL's."""
-    worker = _worker()
     monkeypatch.setenv("TRL_EXPERIMENTAL_SILENCE", "1")
     script, args = worker._config(str(tmp_path), 1)
     trainer = worker.build_trainer(script, args, trainer_class=worker.Recording)
@@ -93,7 +84,7 @@ def test_the_command_trains_the_built_in_task(tmp_path):
     assert "Traceback" not in missing.stderr
 
 
-def test_two_processes_match_one_process_on_the_same_global_batch(tmp_path):
+def test_two_processes_match_one_process_on_the_same_global_batch(tmp_path, worker, free_port):
     """accelerate launch, 2 CPU processes over gloo, 12 completions (3 prompts x K = 4, so one prompt's
     completions sit on both processes): the advantages equal, bit for bit, those of one process that
     trains on the same completions. The weights after the step agree to within 5% of the step (AdamW's
@@ -102,7 +93,7 @@ def test_two_processes_match_one_process_on_the_same_global_batch(tmp_path):
     few weights whose gradient is near eps that moves the step by a visible share."""
     launch = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
               "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
-              "--main_process_port", str(_free_port()), str(WORKER), "record", str(tmp_path)]  # fmt: skip
+              "--main_process_port", str(free_port), str(WORKER), "record", str(tmp_path)]  # fmt: skip
     run = subprocess.run(launch, capture_output=True, text=True, timeout=600, env=ENV)
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     replay = subprocess.run([sys.executable, str(WORKER), "replay", str(tmp_path)], capture_output=True, text=True,
@@ -117,7 +108,7 @@ def test_two_processes_match_one_process_on_the_same_global_batch(tmp_path):
         rows = whole["advantages"][start : start + adv.shape[0]]
         assert torch.equal(adv, rows[:, : adv.shape[1]]) and (rows[:, adv.shape[1] :] == 0).all()
         start += adv.shape[0]
-    before = _worker().initial_weights()
+    before = worker.initial_weights()
     two, one = torch.load(tmp_path / "record-weights.pt"), torch.load(tmp_path / "replay-weights.pt")
     step = max((two[k] - before[k]).abs().max().item() for k in two)
     gap = max((two[k] - one[k]).abs().max().item() for k in two)
@@ -151,7 +142,7 @@ def test_the_paper_config_holds_the_paper_settings():
     assert script.model_name_or_path == "Qwen/Qwen2.5-Math-7B" and args.prm_path == "jinachris/PURE-PRM-7B"
 
 
-def test_a_dataset_through_purerl_data(tmp_path, monkeypatch):
+def test_a_dataset_through_purerl_data(tmp_path, monkeypatch, worker):
     """`task: dataset` reads problems with purerl.data; rows without an answer get no verifiable reward;
     the problem text (not the chat prompt) goes to the PRM."""
     import json
@@ -165,7 +156,6 @@ def test_a_dataset_through_purerl_data(tmp_path, monkeypatch):
     rows = [{"problem": f"Q: (1+{i}) mod 10\nA:\n", "answer": str((1 + i) % 10) if i % 2 else None} for i in range(8)]
     data.write_text("".join(json.dumps(r) + "\n" for r in rows))
     monkeypatch.setenv("TRL_EXPERIMENTAL_SILENCE", "1")
-    worker = _worker()
     argv = [*worker.ARGS, "--output_dir", str(tmp_path / "run"), "--per_device_train_batch_size", "8", "--task",
             "dataset", "--data_path", str(data), "--vr_fraction", "1.0"]  # fmt: skip
     script, args = TrlParser((PureScriptArguments, PureGRPOConfig)).parse_args_and_config(args=argv)
