@@ -29,6 +29,11 @@ from dataclasses import dataclass
 log = logging.getLogger(__name__)
 
 EXTRACTORS = ("boxed", "answer_is")
+"""The extractors of training rewards and ``purerl grade``, in order."""
+EVAL_EXTRACTORS = ("boxed", "answer_is", "last_math")
+"""The extractors of ``purerl eval``: the last resort ``last_math`` too, as Qwen2.5-Math's evaluation
+does (off for training rewards unless a config asks for it: a reward for any number in the last
+sentence is easier to hack)."""
 
 
 @dataclass(frozen=True)
@@ -36,7 +41,8 @@ class GradingConfig:
     """How responses are graded."""
 
     extract: tuple[str, ...] = EXTRACTORS
-    """Extractors to try in order (``boxed``, ``answer_is``); the first that finds an answer wins."""
+    """Extractors to try in order (``boxed``, ``answer_is``, ``last_math``); the first that finds an
+    answer wins."""
     timeout: float = 5.0
     """Seconds one comparison may take; past it the response is graded False (with a warning)."""
 
@@ -48,22 +54,16 @@ class GradingTimeout(Exception):
 # ------------------------------------------------------------------------------------ extraction
 
 _BOX = re.compile(r"\\(?:boxed|fbox)\s*(\{)|\\boxed\s+([^\s$]+)")
+_BETWEEN_BOXES = re.compile(r"^[\s$,;]*(?:and|or|&)?[\s$,;]*$")
+"""What may stand between boxed answers that belong together (``\\boxed{1}, \\boxed{2}``)."""
 
 
-def last_boxed(text: str) -> str | None:
-    """Content of the last ``\\boxed{...}`` / ``\\fbox{...}`` (or ``\\boxed x``) in ``text``.
-
-    >>> last_boxed(r"so $\\boxed{\\frac{1}{2}}$, not \\boxed{3}.")
-    '3'
-    >>> last_boxed(r"\\fbox{\\{1, 2\\}}")
-    '\\\\{1, 2\\\\}'
-    >>> last_boxed("no box") is None
-    True
-    """
-    found = None
+def _boxes(text: str) -> list[tuple[int, int, str]]:
+    """``(start, end, content)`` of every ``\\boxed{...}`` / ``\\fbox{...}`` / ``\\boxed x`` in ``text``."""
+    found = []
     for m in _BOX.finditer(text):
         if m.group(2) is not None:
-            found = m.group(2)
+            found.append((m.start(), m.end(), m.group(2)))
             continue
         depth, start = 0, m.end(1)
         for i in range(m.start(1), len(text)):
@@ -74,34 +74,99 @@ def last_boxed(text: str) -> str | None:
             elif text[i] == "}" and text[i - 1] != "\\":
                 depth -= 1
                 if depth == 0:
-                    found = text[start:i]
+                    found.append((m.start(), i + 1, text[start:i]))
                     break
-    return found.strip() if found is not None else None
+    return found
 
 
-_ANSWER_IS = re.compile(r"(?:final answer|answer)\s*(?:is|:)\s*(?::\s*)?(.+)", re.IGNORECASE)
+def last_boxed(text: str) -> str | None:
+    """Content of the last ``\\boxed{...}`` / ``\\fbox{...}`` (or ``\\boxed x``) in ``text``.
+
+    Several boxes at the end with only commas, "and" / "or" or dollars between them are one answer,
+    joined with ", " (``\\boxed{1}, \\boxed{2}`` -> ``1, 2``, which matches the gold ``1, 2``); any
+    other text between two boxes keeps the last one only.
+
+    >>> last_boxed(r"so $\\boxed{\\frac{1}{2}}$, not \\boxed{3}.")
+    '3'
+    >>> last_boxed(r"x = \\boxed{1}, \\boxed{2}.")
+    '1, 2'
+    >>> last_boxed(r"\\fbox{\\{1, 2\\}}")
+    '\\\\{1, 2\\\\}'
+    >>> last_boxed("no box") is None
+    True
+    """
+    boxes = _boxes(text)
+    if not boxes:
+        return None
+    group = [boxes[-1]]
+    for box in reversed(boxes[:-1]):
+        if not _BETWEEN_BOXES.match(text[box[1] : group[0][0]]):
+            break
+        group.insert(0, box)
+    return ", ".join(content.strip() for _, _, content in group)
+
+
+_ANSWER_IS = re.compile(r"(?:final answer|answer)\s*(?:is|:)\s*(?::\s*)?", re.IGNORECASE)
+_SENTENCE_END = re.compile(r"\.(?:\s|$)")
 
 
 def answer_is(text: str) -> str | None:
-    """The answer after the last "answer is" / "answer:" on its line, without dollars or a final period.
+    """The answer after the last "answer is" / "answer:", up to the end of its sentence or line, without
+    dollars. The last marker wins, so Minerva's "Final Answer: The final answer is 7.78. I hope it is
+    correct." gives ``7.78``.
 
     >>> answer_is("Thus the final answer is $\\\\frac{3}{4}$.")
     '\\\\frac{3}{4}'
+    >>> answer_is("Final Answer: The final answer is 7.78. I hope it is correct.")
+    '7.78'
     """
     matches = list(_ANSWER_IS.finditer(text))
     if not matches:
         return None
-    ans = matches[-1].group(1).strip()
-    boxed = last_boxed(ans)
+    line = text[matches[-1].end() :].strip().split("\n")[0]
+    boxed = last_boxed(line)
     if boxed is not None:
         return boxed
-    ans = ans.split("\n")[0].strip().rstrip(".").strip()
+    ans = _SENTENCE_END.split(line)[0].strip().rstrip(".").strip()
     if ans.startswith("$") and ans.endswith("$"):
         ans = ans.strip("$").strip()
     return ans or None
 
 
-_EXTRACTOR_FNS: dict[str, Callable[[str], str | None]] = {"boxed": last_boxed, "answer_is": answer_is}
+_MATH = re.compile(r"\$\$(.+?)\$\$|\$(.+?)\$|\\\((.+?)\\\)|\\\[(.+?)\\\]", re.DOTALL)
+_NUMBER = re.compile(r"-?\d+(?:,\d{3})*(?:\.\d+)?(?:/\d+)?")
+
+
+def last_math(text: str) -> str | None:
+    """A last resort: the last math expression of the final sentence (``$...$``, ``\\(...\\)``,
+    ``\\[...\\]``), its right-hand side after the last "=", else the last number of that sentence.
+    Qwen2.5-Math's evaluation grades responses without a boxed answer this way too.
+
+    >>> last_math("We add them.\\n\\nTherefore $x = 5$.")
+    '5'
+    >>> last_math("So there are 12 apples left")
+    '12'
+    >>> last_math("No idea.") is None
+    True
+    """
+    body = text.strip().rstrip(".").strip()
+    if not body:
+        return None
+    sentences = [s for s in _SENTENCE_END.split(body.replace("\n\n", ". ")) if s.strip()]
+    last = sentences[-1] if sentences else body
+    maths = [next(g for g in m.groups() if g is not None) for m in _MATH.finditer(last)]
+    if maths:
+        expr = maths[-1].split("=")[-1].strip()
+        return expr or None
+    numbers = _NUMBER.findall(last)
+    return numbers[-1] if numbers else None
+
+
+_EXTRACTOR_FNS: dict[str, Callable[[str], str | None]] = {
+    "boxed": last_boxed,
+    "answer_is": answer_is,
+    "last_math": last_math,
+}
 
 
 def extract_answer(text: str, methods: Sequence[str] = EXTRACTORS) -> str | None:
@@ -135,6 +200,12 @@ def normalize(ans: str) -> str:
     return s
 
 
+def _clean(ans: str) -> str:
+    """An answer without trailing backslashes and spaces (``185\\ `` -> ``185``): a trailing backslash
+    would escape the closing brace of the ``\\boxed{...}`` the comparison wraps it in."""
+    return re.sub(r"(?:\\\s*|\s)+$", "", ans)
+
+
 def _verify(pred: str, gold: str) -> bool:
     from math_verify import ExprExtractionConfig, LatexExtractionConfig, parse, verify
 
@@ -148,6 +219,7 @@ def _verify(pred: str, gold: str) -> bool:
 
 def answers_match(pred: str, gold: str, timeout: float = 5.0) -> bool:
     """Whether the extracted answer ``pred`` equals ``gold`` (string form first, then math-verify)."""
+    pred, gold = _clean(pred), _clean(gold)
     if normalize(pred) == normalize(gold):
         return True
     try:

@@ -138,3 +138,38 @@ def test_agreement_with_the_qwen_math_grader_on_800_real_responses():
     # and it marked all 8 responses (\boxed{4:30 \text{ p.m.}}) wrong; against "\text{4:30 p.m.}" we
     # say True, and we are right
     assert disagreements["answer"] == [(3, i) for i in range(8)] + [(72, 7)]
+
+
+def test_the_minerva_format():
+    text = "The mass is $m = 7.78$ kg.\nFinal Answer: The final answer is 7.78. I hope it is correct."
+    assert answer_is(text) == "7.78" and grade(text, "7.78") is True
+    assert answer_is("Final Answer: The final answer is $\\frac{1}{2}$. I hope it is correct.") == "\\frac{1}{2}"
+    assert answer_is("The answer is 3.5 m. Next we check it.") == "3.5 m"  # a decimal point is no sentence end
+
+
+@pytest.mark.parametrize("response", [r"so \boxed{185\ }", r"\boxed{185\ }.", "The answer is 185\\"])
+def test_trailing_backslashes_do_not_break_the_comparison(response):
+    assert grade(response, "185") is True
+    assert grade(response, "186") is False
+
+
+def test_the_last_resort_extractor_is_for_evaluation():
+    from purerl.grading import EVAL_EXTRACTORS, last_math
+
+    assert last_math("We add.\n\nTherefore $x = 5$.") == "5"
+    assert last_math(r"Hence \(y = \frac{3}{4}\)") == r"\frac{3}{4}"
+    assert last_math("First 3 apples, then 4 more, so 7") == "7"
+    assert last_math("It has $3$ sides.\n\nSo the perimeter is $12$ cm.") == "12"
+    assert last_math("I do not know.") is None and last_math("") is None
+    text = "Adding gives 9.\n\nTherefore $x = 9$."
+    assert grade(text, "9") is None  # training rewards: boxed or "answer is" only
+    assert grade(text, "9", GradingConfig(extract=EVAL_EXTRACTORS)) is True
+    assert extract_answer("The answer is 4. Therefore $x = 5$.", EVAL_EXTRACTORS) == "4"  # the order decides
+
+
+def test_several_boxed_answers_in_the_last_sentence_are_one_answer():
+    assert last_boxed(r"The roots are $\boxed{1}, \boxed{2}$.") == "1, 2"
+    assert last_boxed(r"\boxed{1} and \boxed{2}") == "1, 2"
+    assert grade(r"The roots are \boxed{1}, \boxed{2}.", "1, 2") is True
+    assert grade(r"The roots are \boxed{1}, \boxed{2}.", "1") is False
+    assert last_boxed(r"first \boxed{1}, then \boxed{2}") == "2"  # other words between: the last box only
