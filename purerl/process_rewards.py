@@ -37,7 +37,7 @@ from purerl.credit import (
 from purerl.kl import kl_penalty
 from purerl.monitor import response_metrics, tensor_stats
 from purerl.registry import DEFAULT_TEMPERATURE
-from purerl.stats import masked_mean
+from purerl.stats import masked_mean, masked_whiten
 from purerl.steps import DEFAULT_SEPARATOR, StepBatch, decode_with_offsets, segment_batch
 
 __all__ = [
@@ -76,6 +76,10 @@ class CreditSettings:
     """Put ``-kl_coef * kl`` into the token rewards (before returns) instead of leaving it to the loss."""
     process_rewards: bool = True
     """False: verifiable rewards only (step rewards take no part in the advantages)."""
+    whiten: bool = False
+    """Whiten the advantages over the batch's response tokens after the baselines, the verifiable part
+    included (the authors' ``adv_norm``: CJReinforce/PURE, branch verl, verl/trainer/ppo/core_algos.py,
+    ``compute_rloo_outcome_advantage``, lines 244-252)."""
 
 
 @dataclass
@@ -97,6 +101,8 @@ class RewardBatch:
         verifiable_rewards: (B,) 1.0 / 0.0, NaN where the prompt carries no ground truth (:func:`verify`;
             None: no verifiable rewards at all).
         logprobs, ref_logprobs, entropy: (B, T) under the sampling policy and the reference (the caller).
+        token_penalty: (B, T) rewards an engine adds on every token itself (verl's own KL penalty); when
+            set, :func:`assign_credit` uses it instead of the KL it would compute from the log-probs.
         kl, advantages, returns: (B, T) (:func:`assign_credit`).
     """
 
@@ -114,6 +120,7 @@ class RewardBatch:
     logprobs: torch.Tensor | None = None
     ref_logprobs: torch.Tensor | None = None
     entropy: torch.Tensor | None = None
+    token_penalty: torch.Tensor | None = None
     kl: torch.Tensor | None = None
     advantages: torch.Tensor | None = None
     returns: torch.Tensor | None = None
@@ -223,7 +230,7 @@ def assign_credit(batch: RewardBatch, settings: CreditSettings, group: ProcessGr
     if batch.ref_logprobs is not None:
         kl = kl_penalty(batch.logprobs, batch.ref_logprobs, s.kl_estimator)
     step_mask = batch.scored_mask if s.process_rewards else torch.zeros_like(batch.scored_mask)
-    penalty = -s.kl_coef * kl if (kl is not None and s.kl_in_reward) else None
+    penalty = -s.kl_coef * kl if (kl is not None and s.kl_in_reward) else batch.token_penalty
     batch.kl = kl
     args = (batch.step_rewards, step_mask, batch.steps.step_ends, batch.response_mask.float())
     if group is None:
@@ -232,7 +239,11 @@ def assign_credit(batch: RewardBatch, settings: CreditSettings, group: ProcessGr
             vr_coef=s.vr_coef, max_len=s.max_len, token_penalty=penalty,
         )  # fmt: skip
     else:
+        if s.whiten:
+            raise ValueError("whitening across processes is not supported: whiten=False with a ProcessGroup")
         batch.advantages, batch.returns = _distributed_credit(*args, batch, s, penalty, group)
+    if s.whiten:
+        batch.advantages = masked_whiten(batch.advantages, batch.response_mask)
 
 
 def _pad_to(x: torch.Tensor, width: int) -> torch.Tensor:

@@ -1,0 +1,138 @@
+"""The ``pure`` advantage estimator for verl, and the step layout it reads.
+
+verl calls a registered estimator with ``token_level_rewards`` (B, T), ``response_mask`` and the group
+``index`` (uids) only. PURE's credit also needs each response's step layout (where each step ends, its
+PRM score) and its verifiable reward. In the ``pure_sync`` trainer mode the trainer hands the layout
+the ``pure`` reward manager measured to the estimator (:func:`step_layout`); the reward loop's own
+scalar is then 0, so ``token_level_rewards`` holds only verl's KL penalty (zero without
+``algorithm.use_kl_in_reward``), which PURE adds to its token rewards. Used alone, with another reward
+manager, the estimator reads every token with a nonzero reward as the end of a step scored by it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from purerl import process_rewards as pipeline
+from purerl.process_rewards import CreditSettings, RewardBatch
+from purerl.registry import DEFAULT_TEMPERATURE
+from purerl.steps import StepBatch
+
+STEP_REWARDS, STEP_ENDS, VR = "pure_step_rewards", "pure_step_ends", "pure_vr"
+"""The keys of ``reward_extra_info`` through which the reward manager passes the layout on."""
+
+
+@dataclass
+class StepLayout:
+    """Per response: each step's PRM score (NaN where the PRM could not score it), the index of its last
+    token among the response tokens, and the verifiable reward (NaN where the prompt has none)."""
+
+    step_rewards: torch.Tensor
+    """(B, S) scores, 0 on padded and unscored steps."""
+    step_ends: torch.Tensor
+    """(B, S) long."""
+    step_mask: torch.Tensor
+    """(B, S) bool: real steps."""
+    scored_mask: torch.Tensor
+    """(B, S) bool: real steps with a score."""
+    verifiable_rewards: torch.Tensor | None
+    """(B,) or None."""
+
+
+_LAYOUT: contextvars.ContextVar[StepLayout | None] = contextvars.ContextVar("purerl_step_layout", default=None)
+
+
+@contextlib.contextmanager
+def step_layout(layout: StepLayout):
+    """Make ``layout`` the one the estimator reads while the block runs."""
+    token = _LAYOUT.set(layout)
+    try:
+        yield
+    finally:
+        _LAYOUT.reset(token)
+
+
+def layout_from_infos(infos: Sequence[dict]) -> StepLayout:
+    """The layout of a batch from each response's ``reward_extra_info`` (the ``pure`` reward manager's)."""
+    rewards = [json.loads(info.get(STEP_REWARDS) or "[]") for info in infos]
+    ends = [json.loads(info.get(STEP_ENDS) or "[]") for info in infos]
+    width = max([1] + [len(r) for r in rewards])
+    step_rewards = torch.zeros(len(infos), width)
+    step_ends = torch.zeros(len(infos), width, dtype=torch.long)
+    step_mask = torch.zeros(len(infos), width, dtype=torch.bool)
+    scored = torch.zeros_like(step_mask)
+    for i, (row, row_ends) in enumerate(zip(rewards, ends)):
+        if len(row) != len(row_ends):
+            raise ValueError(f"response {i}: {len(row)} step rewards for {len(row_ends)} step ends")
+        for j, (r, end) in enumerate(zip(row, row_ends)):
+            step_ends[i, j], step_mask[i, j] = end, True
+            if r is not None:
+                step_rewards[i, j], scored[i, j] = r, True
+    vr = [info.get(VR) for info in infos]
+    has_vr = any(v is not None for v in vr)
+    vr_tensor = torch.tensor([float("nan") if v is None else float(v) for v in vr]) if has_vr else None
+    return StepLayout(step_rewards, step_ends, step_mask, scored, vr_tensor)
+
+
+def layout_from_rewards(token_level_rewards: torch.Tensor, response_mask: torch.Tensor) -> StepLayout:
+    """Standalone use: each response token with a nonzero reward ends a step whose score it is."""
+    nonzero = (token_level_rewards != 0) & response_mask.bool()
+    counts = nonzero.sum(-1)
+    width = max(1, int(counts.max().item()) if counts.numel() else 1)
+    step_rewards = torch.zeros(token_level_rewards.shape[0], width, dtype=token_level_rewards.dtype)
+    step_ends = torch.zeros(token_level_rewards.shape[0], width, dtype=torch.long)
+    step_mask = torch.arange(width)[None, :] < counts[:, None].cpu()
+    for i in range(token_level_rewards.shape[0]):
+        where = nonzero[i].nonzero().flatten().cpu()
+        step_ends[i, : len(where)] = where
+        step_rewards[i, : len(where)] = token_level_rewards[i, where].cpu()
+    return StepLayout(step_rewards, step_ends, step_mask, step_mask.clone(), None)
+
+
+def credit_settings(config, response_length: int) -> CreditSettings:
+    """PURE's credit settings from verl's ``algorithm`` config (``algorithm.pure.*``)."""
+    pure = (config.get("pure") if config is not None else None) or {}
+    return CreditSettings(
+        mode=pure.get("mode", "min"), temperature=float(pure.get("temperature", DEFAULT_TEMPERATURE)),
+        vr_coef=float(pure.get("vr_coef", 1.0)), max_len=int(pure.get("max_len") or response_length),
+        whiten=bool(pure.get("whiten", False)),
+    )  # fmt: skip
+
+
+def group_ids_of(index, batch_size: int) -> torch.Tensor:
+    """Integer group ids from verl's uids (one group per prompt); each response alone without them."""
+    if index is None:
+        return torch.arange(batch_size)
+    _, inverse = np.unique(np.asarray(index, dtype=object).astype(str), return_inverse=True)
+    return torch.as_tensor(inverse, dtype=torch.long)
+
+
+def pure_advantage(token_level_rewards: torch.Tensor, response_mask: torch.Tensor, index=None, config=None, **kwargs):
+    """verl advantage estimator ``pure``: PURE's credit (purerl.credit via the process-reward pipeline).
+
+    Returns ``(advantages, returns)``, both (B, T).
+    """
+    layout = _LAYOUT.get()
+    penalty = None
+    if layout is None:
+        layout = layout_from_rewards(token_level_rewards, response_mask)
+    else:
+        penalty = token_level_rewards  # the reward loop's scalar is 0 in pure_sync: this is verl's KL penalty
+    device = token_level_rewards.device
+    b, t = response_mask.shape
+    batch = RewardBatch([""] * b, group_ids_of(index, b).to(device), response_mask, torch.zeros(b, dtype=torch.bool))
+    batch.steps = StepBatch([[]] * b, [[]] * b, layout.step_ends.to(device), layout.step_mask.to(device))
+    batch.step_rewards = layout.step_rewards.to(device=device, dtype=token_level_rewards.dtype)
+    batch.scored_mask = layout.scored_mask.to(device)
+    batch.step_scores = [[]] * b
+    batch.verifiable_rewards = None if layout.verifiable_rewards is None else layout.verifiable_rewards.to(device)
+    batch.token_penalty = penalty
+    pipeline.assign_credit(batch, credit_settings(config, t))
+    return batch.advantages, batch.returns
