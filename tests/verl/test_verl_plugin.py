@@ -95,12 +95,13 @@ def test_the_estimator_gives_pure_advantages(mode, whiten):
     kl = torch.rand(response_mask.shape, generator=torch.Generator().manual_seed(1)) * response_mask
     config = OmegaConf.create({"pure": {"mode": mode, "temperature": 0.5, "vr_coef": 0.5, "whiten": whiten}})
     data = _verl_data(response_mask, -0.01 * kl, uids)  # verl's KL penalty in the reward, nothing else
+    layout.max_len = 64  # N: data.max_response_length, wider than this batch's longest response
     with step_layout(layout):
         out = compute_advantage(data, adv_estimator="pure", config=config)
     expected, returns = pure_advantages(
         layout.step_rewards, layout.step_mask, layout.step_ends, response_mask, torch.tensor([0, 0, 0, 1, 1, 1]),
         torch.tensor([1.0, 0.0, math.nan, 1.0, 0.0, 1.0]), mode=mode, temperature=0.5, vr_coef=0.5,
-        max_len=response_mask.shape[1], token_penalty=-0.01 * kl,
+        max_len=64, token_penalty=-0.01 * kl,
     )  # fmt: skip
     if whiten:
         expected = masked_whiten(expected, response_mask)

@@ -44,6 +44,9 @@ class StepLayout:
     """(B, S) bool: real steps with a score."""
     verifiable_rewards: torch.Tensor | None
     """(B,) or None."""
+    max_len: int | None = None
+    """N, the run's maximum response length (``data.max_response_length``): verl pads a batch only to
+    its longest response, while PURE's baseline divides by N."""
 
 
 _LAYOUT: contextvars.ContextVar[StepLayout | None] = contextvars.ContextVar("purerl_step_layout", default=None)
@@ -97,7 +100,8 @@ def layout_from_rewards(token_level_rewards: torch.Tensor, response_mask: torch.
 
 
 def credit_settings(config, response_length: int) -> CreditSettings:
-    """PURE's credit settings from verl's ``algorithm`` config (``algorithm.pure.*``)."""
+    """PURE's credit settings from verl's ``algorithm`` config (``algorithm.pure.*``); N is
+    ``algorithm.pure.max_len``, else ``response_length``."""
     pure = (config.get("pure") if config is not None else None) or {}
     return CreditSettings(
         mode=pure.get("mode", "min"), temperature=float(pure.get("temperature", DEFAULT_TEMPERATURE)),
@@ -134,5 +138,5 @@ def pure_advantage(token_level_rewards: torch.Tensor, response_mask: torch.Tenso
     batch.step_scores = [[]] * b
     batch.verifiable_rewards = None if layout.verifiable_rewards is None else layout.verifiable_rewards.to(device)
     batch.token_penalty = penalty
-    pipeline.assign_credit(batch, credit_settings(config, t))
+    pipeline.assign_credit(batch, credit_settings(config, layout.max_len or t))
     return batch.advantages, batch.returns

@@ -35,5 +35,7 @@ class PureTrainerSync(PPOTrainerSync):
                                             select_fields=["extra_fields"])  # fmt: skip
         fields = data.pop("extra_fields").tolist()
         infos = [(f.get("reward_extra_info") or {}) if isinstance(f, dict) else {} for f in fields]
-        with step_layout(layout_from_infos(infos)):
+        layout = layout_from_infos(infos)
+        layout.max_len = int(self.config.data.max_response_length)
+        with step_layout(layout):
             return super()._compute_advantage(batch, metrics)
