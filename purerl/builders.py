@@ -71,6 +71,19 @@ def load_prm(path: str, kind: str, *, dtype: str | None = None, device: str = "c
                     separator=separator)  # fmt: skip
 
 
+def engine_prm(kind: str, path: str | None, **options):
+    """The PRM an engine integration (TRL, verl) asks for by kind and path: the ``rule`` checker of the
+    built-in task, the model in ``path``, or, without a path, the built-in task's PRM."""
+    if kind == "rule":
+        from purerl.prm.rule import RulePRM
+        from purerl.tasks import arithmetic
+
+        return RulePRM(arithmetic.rule_checker)
+    from purerl.config import load_config
+
+    return load_prm(path or prm_path(load_config()), kind, **options)
+
+
 def build_task(cfg: TrainConfig):
     """The task of a config (``data.task``; see :func:`purerl.config.task_name`)."""
     return TASKS.resolve(task_name(cfg)).from_config(cfg)

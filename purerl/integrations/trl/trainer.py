@@ -35,18 +35,11 @@ class _QuietAllNone(logging.Filter):
 
 def load_prm(args, device):
     """The PRM adapter ``args`` (a :class:`PureGRPOConfig`) names; the built-in PRM without a path."""
-    if args.prm_kind == "rule":
-        from purerl.prm.rule import RulePRM
-        from purerl.tasks import arithmetic
+    from purerl.builders import engine_prm
 
-        return RulePRM(arithmetic.rule_checker)
-    from purerl.builders import load_prm, prm_path
-    from purerl.config import load_config
-
-    path = args.prm_path or prm_path(load_config())
-    return load_prm(path, args.prm_kind, dtype=args.prm_dtype, device=str(args.prm_device or device),
-                    trust_remote_code=args.prm_trust_remote_code, score_map=args.prm_score_map,
-                    separator=args.prm_separator)  # fmt: skip
+    return engine_prm(args.prm_kind, args.prm_path, dtype=args.prm_dtype, device=str(args.prm_device or device),
+                      trust_remote_code=args.prm_trust_remote_code, score_map=args.prm_score_map,
+                      separator=args.prm_separator)  # fmt: skip
 
 
 class PureGRPOTrainer(GRPOTrainer):

@@ -42,18 +42,11 @@ def load_prm(settings: dict):
     """The PRM adapter ``reward.pure.prm_*`` names (the built-in PRM without a path)."""
     if settings["reward"] == "vr":
         return None
-    if settings["prm_kind"] == "rule":
-        from purerl.prm.rule import RulePRM
-        from purerl.tasks import arithmetic
+    from purerl.builders import engine_prm
 
-        return RulePRM(arithmetic.rule_checker)
-    from purerl.builders import load_prm as load
-    from purerl.builders import prm_path
-    from purerl.config import load_config
-
-    return load(settings["prm_path"] or prm_path(load_config()), settings["prm_kind"], dtype=settings["prm_dtype"],
-                device=settings["prm_device"], trust_remote_code=settings["prm_trust_remote_code"],
-                score_map=settings["prm_score_map"], separator=settings["prm_separator"])  # fmt: skip
+    return engine_prm(settings["prm_kind"], settings["prm_path"], dtype=settings["prm_dtype"],
+                      device=settings["prm_device"], trust_remote_code=settings["prm_trust_remote_code"],
+                      score_map=settings["prm_score_map"], separator=settings["prm_separator"])  # fmt: skip
 
 
 def problem_text(item) -> str:
