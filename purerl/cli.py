@@ -193,7 +193,12 @@ def _add_compare(sub) -> None:
     compare.add_argument("overrides", nargs="*", help="key=value overrides for every arm")
     compare.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="seeds (default: 0 1 2)")
     compare.add_argument("--out", default="runs/compare", help="folder of the arms' runs, the plot and table")
-    compare.add_argument("--arms", nargs="+", default=None, help="arms to run (default: sum min vr min+vr)")
+    compare.add_argument(
+        "--arms",
+        nargs="+",
+        default=None,
+        help="arms (default: sum min vr min+vr); e.g. min soft_min:T=0.01 soft_min:T=1.0, or one arms.yaml",
+    )
     compare.set_defaults(run=_compare)
 
 

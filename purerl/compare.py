@@ -1,7 +1,12 @@
 """`purerl compare`: the same budget and seeds under several reward / credit settings.
 
-Arms: ``sum`` and ``min`` (PRM rewards only, the paper's Figure 2), ``vr`` (verifiable rewards only,
-the reference) and ``min+vr`` (PURE's PRM+VR). Each (arm, seed) is an ordinary ``purerl train`` run in
+Arms: ``sum`` and ``min`` (PRM rewards only, the paper's Figure 2), ``soft_min`` (PRM rewards only,
+PURE Eq. 5), ``vr`` (verifiable rewards only, the reference) and ``min+vr`` / ``soft_min+vr`` (PURE's
+PRM+VR). An arm may add overrides after a colon: ``soft_min:T=0.01`` (``T`` is ``algo.temperature``),
+``min+vr:algo.vr_fraction=0.5,algo.whiten=true``; or ``--arms arms.yaml`` names arms and their overrides
+(``{name: [key=value, ...]}``, each list starting from the config, not from a named arm).
+
+Each (arm, seed) is an ordinary ``purerl train`` run in
 its own folder, launched as a subprocess (two at a time on two cores); finished runs are reused, so an
 interrupted comparison continues where it stopped.
 """
@@ -23,9 +28,45 @@ from purerl.report import run_summary
 ARMS = {
     "sum": ["algo.reward=prm", "algo.mode=sum"],
     "min": ["algo.reward=prm", "algo.mode=min"],
+    "soft_min": ["algo.reward=prm", "algo.mode=soft_min"],
     "vr": ["algo.reward=vr"],
     "min+vr": ["algo.reward=prm+vr", "algo.mode=min"],
+    "soft_min+vr": ["algo.reward=prm+vr", "algo.mode=soft_min"],
 }
+DEFAULT_ARMS = ("sum", "min", "vr", "min+vr")
+SHORT_KEYS = {"T": "algo.temperature"}
+
+
+def parse_arms(specs: list[str] | None) -> dict[str, list[str]]:
+    """``{name: overrides}`` from ``--arms`` (arm specs, or one YAML file of named override lists)."""
+    specs = list(specs or DEFAULT_ARMS)
+    if len(specs) == 1 and specs[0].endswith((".yaml", ".yml")):
+        import yaml
+
+        try:
+            arms = yaml.safe_load(Path(specs[0]).read_text(encoding="utf-8"))
+        except (OSError, yaml.YAMLError) as err:
+            raise ValueError(f"--arms {specs[0]}: cannot read it ({err})") from None
+        if not isinstance(arms, dict) or not all(isinstance(v, list) for v in arms.values()):
+            raise ValueError(f"--arms {specs[0]}: expected a mapping of arm names to lists of key=value overrides")
+        return {str(name): [str(o) for o in overrides] for name, overrides in arms.items()}
+    out = {}
+    for spec in specs:
+        base, _, extra = spec.partition(":")
+        if base not in ARMS:
+            raise ValueError(f"unknown arm {base!r} in {spec!r}; choose from {list(ARMS)} (then :key=value,...)")
+        overrides = list(ARMS[base])
+        for item in filter(None, extra.split(",")):
+            key, eq, value = item.partition("=")
+            if not eq:
+                raise ValueError(f"arm {spec!r}: {item!r} is not key=value")
+            overrides.append(f"{SHORT_KEYS.get(key, key)}={value}")
+        out[spec] = overrides
+    return out
+
+
+def _folder_name(arm: str) -> str:
+    return arm.replace(":", "-").replace("=", "").replace(",", "-").replace("/", "_")
 
 
 def _launch(config: str | None, overrides: list[str], folder: Path) -> subprocess.Popen:
@@ -36,14 +77,14 @@ def _launch(config: str | None, overrides: list[str], folder: Path) -> subproces
         return subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
 
 
-def run_arms(config, overrides, arms, seeds, out: Path, jobs: int = 2) -> dict[str, list[Path]]:
+def run_arms(config, overrides, arms: dict[str, list[str]], seeds, out: Path, jobs: int = 2) -> dict[str, list[Path]]:
     todo, folders = [], {arm: [] for arm in arms}
     for seed in seeds:
-        for arm in arms:
-            folder = out / f"{arm}-seed{seed}"
+        for arm, arm_overrides in arms.items():
+            folder = out / f"{_folder_name(arm)}-seed{seed}"
             folders[arm].append(folder)
             if not (folder / "summary.json").exists():
-                args = [*overrides, *ARMS[arm], f"run.seed={seed}", f"run.out_dir={folder}", "run.threads=1"]
+                args = [*overrides, *arm_overrides, f"run.seed={seed}", f"run.out_dir={folder}", "run.threads=1"]
                 todo.append((folder, args))
     running: list[tuple[Path, subprocess.Popen]] = []
     while todo or running:
@@ -122,10 +163,12 @@ def _steps_to_reach(runs: dict[str, list[list[dict]]], key: str, name: str) -> s
 
 def run_comparison(config, overrides, seeds, out_dir, arms=None) -> str:
     out = Path(out_dir)
-    arms = arms or list(ARMS)
-    unknown = sorted(set(arms) - set(ARMS))
-    if unknown:
-        raise ValueError(f"unknown arm(s) {unknown}; choose from {list(ARMS)}")
+    arms = parse_arms(arms)
+    for arm, arm_overrides in arms.items():  # every arm's config is checked before any run starts
+        try:
+            load_config(config, [*overrides, *arm_overrides])
+        except ValueError as err:
+            raise ValueError(f"arm {arm}: {err}") from None
     # Build the shared models once, so that parallel arms never train the same one at the same time.
     cfg = load_config(config, list(overrides))
     policy_path(cfg)

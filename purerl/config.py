@@ -221,6 +221,9 @@ class AlgoConfig:
     """KL estimator (``purerl.registry.KL_ESTIMATORS``): ``k1``, ``k2`` or ``k3`` (low_var_kl)."""
     kl_in_reward: bool = False
     """Put ``-kl_coef * kl`` into the token rewards instead of the loss."""
+    whiten: bool = False
+    """Whiten the advantages over the batch's response tokens, the verifiable part included (the
+    authors' ``adv_norm``; ``purerl.process_rewards.CreditSettings.whiten``)."""
 
 
 @dataclass

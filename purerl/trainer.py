@@ -40,6 +40,7 @@ def credit_settings(algo: AlgoConfig, max_len: int) -> CreditSettings:
     return CreditSettings(
         mode=algo.mode, temperature=algo.temperature, vr_coef=algo.vr_coef, max_len=max_len, kl_coef=algo.kl_coef,
         kl_estimator=algo.kl_estimator, kl_in_reward=algo.kl_in_reward, process_rewards=algo.reward != "vr",
+        whiten=algo.whiten,
     )  # fmt: skip
 
 

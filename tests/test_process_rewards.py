@@ -142,3 +142,17 @@ def test_has_ground_truth_picks_a_stable_share():
     share = sum(has_ground_truth(p, 0.1) for p in prompts) / len(prompts)
     assert 0.08 < share < 0.12
     assert all(has_ground_truth(p, 1.0) for p in prompts) and not any(has_ground_truth(p, 0.0) for p in prompts)
+
+
+def test_whitening_follows_the_baselines_and_the_verifiable_part(bpe_tokenizer):
+    """The authors' adv_norm: whiten the final advantages (process and verifiable parts together) over
+    the batch's response tokens."""
+    from purerl.stats import masked_whiten
+
+    plain, white = (_batch(bpe_tokenizer, RulePRM(arithmetic.rule_checker)) for _ in range(2))
+    pipeline.assign_credit(plain, CreditSettings(mode="min", vr_coef=0.5))
+    pipeline.assign_credit(white, CreditSettings(mode="min", vr_coef=0.5, whiten=True))
+    assert_close(white.advantages, masked_whiten(plain.advantages, plain.response_mask))
+    kept = white.advantages[white.response_mask.bool()]
+    assert abs(kept.mean().item()) < 1e-6 and abs(kept.std().item() - 1) < 1e-4
+    assert torch.equal(white.returns, plain.returns)  # returns are not whitened

@@ -219,3 +219,22 @@ def test_the_trainer_step_is_the_pipeline(cache, tmp_path, monkeypatch):
     assert batch.kl is not None and batch.verifiable_rewards.isnan().any()
     metrics = [pipeline.batch_metrics(b, trainer.settings) for b in (direct, batch)]
     assert json.dumps(metrics[0], sort_keys=True) == json.dumps(metrics[1], sort_keys=True)  # NaN where NaN
+
+
+def test_compare_arms_take_overrides_and_yaml(tmp_path):
+    from purerl.compare import parse_arms
+
+    arms = parse_arms(["min", "soft_min:T=0.01", "min+vr:algo.vr_fraction=0.5,algo.whiten=true"])
+    assert arms["soft_min:T=0.01"] == ["algo.reward=prm", "algo.mode=soft_min", "algo.temperature=0.01"]
+    assert arms["min+vr:algo.vr_fraction=0.5,algo.whiten=true"][-2:] == ["algo.vr_fraction=0.5", "algo.whiten=true"]
+    assert list(parse_arms(None)) == ["sum", "min", "vr", "min+vr"]
+    (tmp_path / "arms.yaml").write_text("cold: [algo.mode=soft_min, algo.temperature=1.0]\nhard: [algo.mode=min]\n")
+    assert parse_arms([str(tmp_path / "arms.yaml")]) == {
+        "cold": ["algo.mode=soft_min", "algo.temperature=1.0"], "hard": ["algo.mode=min"]}  # fmt: skip
+    with pytest.raises(ValueError, match="unknown arm 'max'"):
+        parse_arms(["max:T=1"])
+    with pytest.raises(ValueError, match="is not key=value"):
+        parse_arms(["min:T"])
+    out = subprocess.run([sys.executable, "-m", "purerl", "compare", "--arms", "soft_min:T=0", "--out", str(tmp_path)],
+                         capture_output=True, text=True, timeout=120, cwd=ROOT)  # fmt: skip
+    assert out.returncode == 2 and "arm soft_min:T=0: algo.temperature must be > 0" in out.stderr
