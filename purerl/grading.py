@@ -31,9 +31,9 @@ log = logging.getLogger(__name__)
 EXTRACTORS = ("boxed", "answer_is")
 """The extractors of training rewards and ``purerl grade``, in order."""
 EVAL_EXTRACTORS = ("boxed", "answer_is", "last_math")
-"""The extractors of ``purerl eval``: the last resort ``last_math`` too, as Qwen2.5-Math's evaluation
-does (off for training rewards unless a config asks for it: a reward for any number in the last
-sentence is easier to hack)."""
+"""The extractors for evaluation in Qwen2.5-Math's manner: the last resort ``last_math`` too (off for
+training rewards unless a config asks for it: a reward for any number in the last sentence is easier
+to hack). ``purerl eval`` still grades with :data:`EXTRACTORS` (its reported numbers were measured so)."""
 
 
 @dataclass(frozen=True)

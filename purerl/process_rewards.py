@@ -269,9 +269,10 @@ def _distributed_credit(step_rewards, step_mask, step_ends, response_mask, batch
     )  # fmt: skip
     values = response_values(returns, s.max_len)
     vr = batch.verifiable_rewards
-    no_vr = torch.full_like(values, float("nan"))
-    mine = torch.stack([values, no_vr if vr is None else vr.to(values.dtype), batch.group_ids.to(values.dtype)], -1)
-    every = group.all_gather(mine.to(torch.float64))
+    as64 = values.to(torch.float64)  # exact for float32 values and for group ids below 2**53
+    no_vr = torch.full_like(as64, float("nan"))
+    mine = torch.stack([as64, no_vr if vr is None else vr.to(torch.float64), batch.group_ids.to(torch.float64)], -1)
+    every = group.all_gather(mine)
     rows = slice(group.rank * values.shape[0], (group.rank + 1) * values.shape[0])
     baseline, vr_advantages = group_baselines(
         every[:, 0].to(values.dtype), every[:, 2].long(), None if vr is None else every[:, 1].to(values.dtype)

@@ -169,3 +169,28 @@ def test_a_dataset_through_purerl_data(tmp_path, monkeypatch, worker):
     assert {r["problem"]: r["answer"] for r in trainer.train_dataset}["Q: (1+1) mod 10\nA:\n"] == ["2"]
     logged = trainer.state.log_history[0]
     assert "pure/prm/min_raw" in logged and "rewards/purerl_accuracy/mean" in logged
+
+
+def test_pass_at_k_counts_whole_groups_across_processes():
+    """A prompt whose completions sit on two processes counts once, solved if any of them is right."""
+    from types import SimpleNamespace
+
+    from purerl.integrations.trl.trainer import PureGRPOTrainer
+    from purerl.process_rewards import RewardBatch
+
+    # the gathered batch of two processes: group 1 straddles them, solved only on the second
+    halves = [([0, 0, 1], [False, True, False]), ([1, 2, 2], [True, False, False])]
+    batches = [RewardBatch(["p"] * 3, torch.tensor(g), torch.ones(3, 2)) for g, _ in halves]
+    for batch, (_, right) in zip(batches, halves):
+        batch.correct = right
+    gathered = torch.cat([torch.stack([b.group_ids.double(), torch.tensor([float(c) for c in b.correct],
+                          dtype=torch.float64)], -1) for b in batches])  # fmt: skip
+    fake = SimpleNamespace(accelerator=SimpleNamespace(gather=lambda x: gathered))
+    assert PureGRPOTrainer._pass_at_k(fake, batches[0]) == pytest.approx(2 / 3)
+
+
+def test_masking_truncated_completions_is_refused():
+    from purerl.integrations.trl import PureGRPOConfig
+
+    with pytest.raises(ValueError, match="mask_truncated_completions is not supported"):
+        PureGRPOConfig(output_dir="x", max_completion_length=8, mask_truncated_completions=True, use_cpu=True)

@@ -7,9 +7,12 @@ separately and concatenated, so a step never merges with its separator into one 
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 
 from purerl.prm.batching import ModelPRM, bucketed_scores
+
+log = logging.getLogger(__name__)
 
 
 def build_prm_inputs(
@@ -51,7 +54,9 @@ class TokenClassificationPRM(ModelPRM):
 
     @classmethod
     def check_config(cls, spec, task) -> None:
-        pass  # a path, or the built-in PRM
+        if not spec.path and getattr(task, "rule_checker", None) is None:  # a path, or the built-in PRM
+            log.warning("prm.path is empty: the built-in PRM, trained on the arithmetic task, scores this task's "
+                        "steps; set prm.path to a PRM for it")  # fmt: skip
 
     @classmethod
     def model_path(cls, cfg) -> str:

@@ -158,7 +158,58 @@ def test_the_reward_manager_puts_each_step_score_on_its_last_token(bpe_tokenizer
         assert bpe_tokenizer.decode(ids[: end + 1]).rstrip().endswith(step.rstrip())  # its last character
     expected = load_prm(str(prm_folder), "token_classification").score(["What is 2+1+4?"], [steps])[0]
     assert scores == pytest.approx(expected)
-    assert info["pure_vr"] == 1.0  # verl's MATH scorer on the boxed answer
+    assert info["pure_vr"] == info["acc"] == 1.0  # verl's MATH scorer on the boxed answer
+
+
+def test_accuracy_on_every_row_with_ground_truth_and_vr_on_a_share(bpe_tokenizer, prm_folder):
+    manager = _manager(bpe_tokenizer, prm_folder, vr_fraction=0.0)
+    _, data = _row(bpe_tokenizer, "What is 2+2?", "So \\boxed{4}.", "4")
+    info = manager.loop.run_until_complete(manager.run_single(data))["reward_extra_info"]
+    assert info["acc"] == 1.0 and info["pure_vr"] is None  # graded for the logs, no verifiable reward
+    _, data = _row(bpe_tokenizer, "What is 2+2?", "So \\boxed{4}.", None)
+    info = manager.loop.run_until_complete(manager.run_single(data))["reward_extra_info"]
+    assert info["acc"] is None and info["pure_vr"] is None
+
+
+def test_concurrent_responses_load_one_prm(bpe_tokenizer, prm_folder, monkeypatch):
+    import asyncio
+
+    import purerl.integrations.verl.reward as reward
+
+    loads = []
+    real = reward.load_prm
+    monkeypatch.setattr(reward, "load_prm", lambda settings: loads.append(1) or real(settings))
+    manager = _manager(bpe_tokenizer, prm_folder)
+    rows = [_row(bpe_tokenizer, f"What is {i}+1?", f"{i}+1={i + 1}.\n\nSo \\boxed{{{i + 1}}}.", str(i + 1))[1]
+            for i in range(8)]  # fmt: skip
+
+    async def all_at_once():
+        return await asyncio.gather(*(manager.run_single(r) for r in rows))
+
+    outs = manager.loop.run_until_complete(all_at_once())
+    assert len(loads) == 1 and all(o["reward_extra_info"]["acc"] == 1.0 for o in outs)
+
+
+def test_the_three_parts_refuse_to_run_without_each_other(bpe_tokenizer, prm_folder):
+    from purerl.integrations.verl.reward import check_plugin_config
+
+    full = {"algorithm": {"adv_estimator": "pure"}, "reward": {"reward_manager": {"name": "pure"}},
+            "trainer": {"v1": {"trainer_mode": "pure_sync"}}}  # fmt: skip
+    check_plugin_config(OmegaConf.create(full))
+    check_plugin_config(OmegaConf.create({"algorithm": {"adv_estimator": "grpo"}}))  # not the plugin's run
+    half = {**full, "trainer": {"v1": {"trainer_mode": "sync"}}}
+    with pytest.raises(ValueError, match=r"needs all of .*trainer\.v1\.trainer_mode=sync"):
+        check_plugin_config(OmegaConf.create(half))
+    with pytest.raises(ValueError, match=r"reward\.pure\.reward='prm\+vr ': choose one of"):
+        _manager(bpe_tokenizer, prm_folder, reward="prm+vr ")
+    with pytest.raises(ValueError, match=r"reward\.pure: unknown key"):
+        _manager(bpe_tokenizer, prm_folder, vr_fractoin=0.5)
+    response_mask, _, uids = _batch()
+    data = _verl_data(response_mask, torch.zeros_like(response_mask), uids)
+    with pytest.raises(ValueError, match=r"outside trainer mode pure_sync"):
+        compute_advantage(data, adv_estimator="pure", config=OmegaConf.create({"use_kl_in_reward": True}))
+    with pytest.raises(ValueError, match=r"algorithm\.pure: unknown key"):
+        compute_advantage(data, adv_estimator="pure", config=OmegaConf.create({"pure": {"temp": 0.1}}))
 
 
 def test_zero_steps_and_steps_past_the_prm_limit_behave_as_in_purerl_train(bpe_tokenizer, prm_folder):

@@ -47,7 +47,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         script, args = parser.parse_args_and_config(args=argv)
         trainer = build_trainer(script, args)
-    except ValueError as err:  # a bad key, value or data file: one line, no traceback
+    except (ValueError, OSError) as err:  # a bad key, value, path or data file: one line, no traceback
         print(f"purerl.integrations.trl: error: {err}", file=sys.stderr)
         return 2
     trainer.train()

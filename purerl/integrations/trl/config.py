@@ -62,6 +62,12 @@ class PureGRPOConfig(GRPOConfig):
             raise ValueError(f"vr_fraction must lie in [0, 1], got {self.vr_fraction}")
         if self.pure_reward != "vr" and self.prm_kind in ("qwen_prm", "math_shepherd") and not self.prm_path:
             raise ValueError(f"prm_kind={self.prm_kind} needs prm_path (a folder or hub id of such a model)")
+        if self.mask_truncated_completions:
+            raise ValueError(
+                "mask_truncated_completions is not supported with PURE: a truncated completion still has steps the "
+                "PRM scores and a value in its group's baseline (PURE's length signals, e.g. pure/response/truncated, "
+                "watch for completions that run into the cap)"
+            )
         if not self.max_completion_length:
             raise ValueError("max_completion_length must be set: it is N, which normalises PURE's baseline")
 

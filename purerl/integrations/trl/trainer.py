@@ -118,7 +118,7 @@ class PureGRPOTrainer(GRPOTrainer):
         return prompt if isinstance(prompt, str) else prompt[-1]["content"]
 
     def _log_pure(self, batch: RewardBatch, seconds: float) -> None:
-        """PURE's metrics (averaged over processes) and hacking flags into TRL's logs, and PURE's
+        """PURE's metrics over every process's completions and hacking flags into TRL's logs, and PURE's
         advantage at each completion's first token into TRL's completions table."""
         metrics = pipeline.batch_metrics(batch, self.pure_settings)
         metrics["time/pure"] = seconds  # the whole pipeline: segmentation, PRM, credit
@@ -127,10 +127,18 @@ class PureGRPOTrainer(GRPOTrainer):
         local = torch.tensor([float("nan") if metrics[k] is None else metrics[k] for k in keys],
                              dtype=torch.float64, device=batch.response_mask.device)  # fmt: skip
         every = self.accelerator.gather(local[None]).view(-1, len(keys))
-        mean = every.nanmean(0).tolist()
-        averaged = dict(zip(keys, mean))
-        flags = set(self.pure_monitor.update(averaged))
-        for key, value in averaged.items():
+        merged = {}
+        for k, column in zip(keys, every.unbind(-1)):  # extremes stay extremes; the rest: mean over processes
+            finite = column[~column.isnan()]
+            if k.endswith(("/max", "steps_max")):
+                merged[k] = finite.max().item() if finite.numel() else float("nan")
+            elif k.endswith("/min"):
+                merged[k] = finite.min().item() if finite.numel() else float("nan")
+            else:
+                merged[k] = column.nanmean().item()
+        merged["reward/pass_at_k"] = self._pass_at_k(batch)
+        flags = set(self.pure_monitor.update(merged))
+        for key, value in merged.items():
             self._metrics["train"][f"pure/{key}"].append(value)
         for flag in FLAGS:
             self._metrics["train"][f"pure/hack/{flag}"].append(float(flag in flags))
@@ -138,3 +146,13 @@ class PureGRPOTrainer(GRPOTrainer):
         for _ in first:
             self._logs["advantages"].pop()
         self._logs["advantages"].extend(first)
+
+    def _pass_at_k(self, batch: RewardBatch) -> float:
+        """Share of prompts with a right completion, over whole groups (which may span processes)."""
+        right = torch.tensor([float(c is True) for c in batch.correct], dtype=torch.float64)
+        mine = torch.stack([batch.group_ids.double().cpu(), right], -1).to(batch.response_mask.device)
+        every = self.accelerator.gather(mine).cpu()
+        groups: dict[int, bool] = {}
+        for group, ok in every.tolist():
+            groups[int(group)] = groups.get(int(group), False) or ok > 0
+        return sum(groups.values()) / max(1, len(groups))

@@ -99,10 +99,21 @@ def layout_from_rewards(token_level_rewards: torch.Tensor, response_mask: torch.
     return StepLayout(step_rewards, step_ends, step_mask, step_mask.clone(), None)
 
 
+CREDIT_KEYS = ("mode", "temperature", "vr_coef", "whiten", "max_len")
+"""``algorithm.pure.*`` keys."""
+
+
 def credit_settings(config, response_length: int) -> CreditSettings:
     """PURE's credit settings from verl's ``algorithm`` config (``algorithm.pure.*``); N is
-    ``algorithm.pure.max_len``, else ``response_length``."""
+    ``algorithm.pure.max_len``, else ``response_length``. Unknown keys and credit modes are errors."""
+    from purerl.registry import TRANSFORMS
+
     pure = (config.get("pure") if config is not None else None) or {}
+    unknown = sorted(set(pure) - set(CREDIT_KEYS))
+    if unknown:
+        raise ValueError(f"algorithm.pure: unknown key(s) {unknown}; known: {sorted(CREDIT_KEYS)}")
+    if pure.get("mode", "min") not in TRANSFORMS:
+        raise ValueError(f"algorithm.pure.mode={pure.get('mode')!r}: choose one of {sorted(TRANSFORMS)}")
     return CreditSettings(
         mode=pure.get("mode", "min"), temperature=float(pure.get("temperature", DEFAULT_TEMPERATURE)),
         vr_coef=float(pure.get("vr_coef", 1.0)), max_len=int(pure.get("max_len") or response_length),
@@ -126,6 +137,12 @@ def pure_advantage(token_level_rewards: torch.Tensor, response_mask: torch.Tenso
     layout = _LAYOUT.get()
     penalty = None
     if layout is None:
+        if config is not None and config.get("use_kl_in_reward", False):
+            raise ValueError(
+                "the pure estimator outside trainer mode pure_sync reads steps off nonzero token rewards, which a "
+                "KL penalty in the reward makes of every token: use trainer.v1.trainer_mode=pure_sync (with "
+                "reward.reward_manager.name=pure) or actor_rollout_ref.actor.use_kl_loss instead"
+            )
         layout = layout_from_rewards(token_level_rewards, response_mask)
     else:
         penalty = token_level_rewards  # the reward loop's scalar is 0 in pure_sync: this is verl's KL penalty

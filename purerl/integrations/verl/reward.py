@@ -10,8 +10,10 @@ it to the ``pure`` estimator; the scalar itself is 0.
 
 from __future__ import annotations
 
+import inspect
 import json
 import math
+import threading
 
 import torch
 from verl.experimental.reward_loop.reward_manager import register
@@ -29,13 +31,45 @@ DEFAULTS = {"reward": "prm+vr", "vr_fraction": 0.1, "separator": "\n\n", "prm_ki
 
 
 def pure_settings(config) -> dict:
-    """``reward.pure`` of a verl config, over :data:`DEFAULTS`; unknown keys are an error."""
+    """``reward.pure`` of a verl config, over :data:`DEFAULTS`; unknown keys and values are an error."""
+    from purerl.registry import PRMS
+    from purerl.validation import REWARDS, SCORE_MAPS
+
     reward = config.get("reward") if config is not None else None
     given = dict((reward.get("pure") if reward is not None else None) or {})
     unknown = sorted(set(given) - set(DEFAULTS))
     if unknown:
         raise ValueError(f"reward.pure: unknown key(s) {unknown}; known: {sorted(DEFAULTS)}")
-    return {**DEFAULTS, **given}
+    settings = {**DEFAULTS, **given}
+    for key, allowed in (("reward", REWARDS), ("prm_kind", PRMS), ("prm_score_map", SCORE_MAPS)):
+        if settings[key] not in allowed:
+            raise ValueError(f"reward.pure.{key}={settings[key]!r}: choose one of {sorted(allowed)}")
+    if not 0.0 <= float(settings["vr_fraction"]) <= 1.0:
+        raise ValueError(f"reward.pure.vr_fraction must lie in [0, 1], got {settings['vr_fraction']}")
+    return settings
+
+
+def check_plugin_config(config) -> None:
+    """The plugin's three parts work only together: ``algorithm.adv_estimator=pure``,
+    ``reward.reward_manager.name=pure`` and ``trainer.v1.trainer_mode=pure_sync``."""
+    parts = {
+        "algorithm.adv_estimator": _select(config, "algorithm.adv_estimator"),
+        "reward.reward_manager.name": _select(config, "reward.reward_manager.name"),
+        "trainer.v1.trainer_mode": _select(config, "trainer.v1.trainer_mode"),
+    }
+    wanted = {"algorithm.adv_estimator": "pure", "reward.reward_manager.name": "pure",
+              "trainer.v1.trainer_mode": "pure_sync"}  # fmt: skip
+    if any(parts[k] == wanted[k] for k in parts) and parts != wanted:
+        given = ", ".join(f"{k}={v}" for k, v in parts.items())
+        raise ValueError(f"purerl's verl plugin needs all of {', '.join(f'{k}={v}' for k, v in wanted.items())}; "
+                         f"got {given}")  # fmt: skip
+
+
+def _select(config, key: str):
+    node = config
+    for part in key.split("."):
+        node = node.get(part) if node is not None and hasattr(node, "get") else None
+    return node
 
 
 def load_prm(settings: dict):
@@ -83,41 +117,50 @@ class PureRewardManager(RewardManagerBase):
     def __init__(self, config, tokenizer, compute_score=None, reward_router_address=None,
                  reward_model_tokenizer=None, **kwargs):  # fmt: skip
         super().__init__(config, tokenizer, compute_score)
+        check_plugin_config(config)
         self.compute_score = compute_score or default_compute_score
         self.settings = pure_settings(config)
         self._prm = None
+        self._lock = threading.Lock()  # one PRM per worker, one scoring at a time
 
     @property
     def prm(self):
-        if self._prm is None and self.settings["reward"] != "vr":
-            self._prm = load_prm(self.settings)  # once per reward worker, on first use
+        with self._lock:
+            if self._prm is None and self.settings["reward"] != "vr":
+                self._prm = load_prm(self.settings)  # once per reward worker, on first use
         return self._prm
 
-    def verifiable_reward(self, item, problem: str, text: str) -> float | None:
-        """verl's rule-based score on the prompts that carry ground truth (``vr_fraction`` of them)."""
-        if self.settings["reward"] == "prm":
-            return None
-        truth = (item.non_tensor_batch.get("reward_model") or {}).get("ground_truth")
-        fraction = 1.0 if self.settings["reward"] == "vr" else float(self.settings["vr_fraction"])
-        if truth in (None, "") or not pipeline.has_ground_truth(problem, fraction):
-            return None
-        result = self.compute_score(data_source=item.non_tensor_batch.get("data_source"), solution_str=text,
-                                    ground_truth=truth, extra_info=item.non_tensor_batch.get("extra_info"))  # fmt: skip
-        return float(result["score"] if isinstance(result, dict) else result)
-
-    def score(self, item) -> dict:
-        """The ``reward_extra_info`` of one response (a ``DataProtoItem``)."""
+    def steps(self, item) -> tuple[dict, str, str]:
+        """The step layout of one response (a ``DataProtoItem``), its problem and its decoded text."""
         responses = item.batch["responses"]
         length = int(item.batch["attention_mask"][-responses.shape[-1] :].sum())
         ids = responses[:length].tolist()
         problem = problem_text(item)
-        info = step_info(self.tokenizer, self.prm, problem, ids, self.settings["separator"])
-        vr = self.verifiable_reward(item, problem, self.tokenizer.decode(ids, skip_special_tokens=True))
-        info[VR] = vr
-        info["acc"] = float("nan") if vr is None else vr
-        return info
+        prm = self.prm
+        with self._lock:
+            info = step_info(self.tokenizer, prm, problem, ids, self.settings["separator"])
+        return info, problem, self.tokenizer.decode(ids, skip_special_tokens=True)
+
+    async def grade(self, item, text: str) -> float | None:
+        """verl's rule-based score of the answer (a sync or async ``compute_score``); None without a
+        ground truth."""
+        truth = (item.non_tensor_batch.get("reward_model") or {}).get("ground_truth")
+        if truth in (None, ""):
+            return None
+        kwargs = {"data_source": item.non_tensor_batch.get("data_source"), "solution_str": text,
+                  "ground_truth": truth, "extra_info": item.non_tensor_batch.get("extra_info")}  # fmt: skip
+        if inspect.iscoroutinefunction(self.compute_score):
+            result = await self.compute_score(**kwargs)
+        else:
+            result = await self.loop.run_in_executor(None, lambda: self.compute_score(**kwargs))
+        return float(result["score"] if isinstance(result, dict) else result)
 
     async def run_single(self, data) -> dict:
         item = data[-1:][0]  # for multi-sequence outputs, the last sequence (as verl's own managers)
-        info = await self.loop.run_in_executor(None, lambda: self.score(item))
+        info, problem, text = await self.loop.run_in_executor(None, lambda: self.steps(item))
+        acc = await self.grade(item, text)  # every row with a ground truth: the accuracy verl logs
+        fraction = 1.0 if self.settings["reward"] == "vr" else float(self.settings["vr_fraction"])
+        use_vr = self.settings["reward"] != "prm" and pipeline.has_ground_truth(problem, fraction)
+        info[VR] = acc if use_vr else None  # the verifiable reward: ground truth on vr_fraction of the prompts
+        info["acc"] = acc
         return {"reward_score": 0.0, "reward_extra_info": info}
