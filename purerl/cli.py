@@ -132,12 +132,15 @@ def _bon(args: argparse.Namespace) -> str:
 
 def _eval(args: argparse.Namespace) -> str:
     _quiet_transformers()
-    from purerl.evaluate import EvalConfig, run_eval
+    from purerl.evaluate import EvalConfig, run_eval, with_protocol
 
-    cfg = EvalConfig(policy=args.policy, dtype=args.dtype, device=args.device, benchmarks=args.benchmarks,
-                     limit=args.limit, template=args.template, max_new_tokens=args.max_new_tokens,
-                     batch_size=args.batch_size, greedy=not args.no_greedy, samples=args.samples,
-                     temperature=args.temperature, seed=args.seed, out=args.out, threads=args.threads)  # fmt: skip
+    cfg = EvalConfig(policy=args.policy, dtype=args.dtype, device=args.device,
+                     benchmarks=args.benchmarks or ["math500"], limit=args.limit, template=args.template,
+                     max_new_tokens=args.max_new_tokens, batch_size=args.batch_size, greedy=not args.no_greedy,
+                     samples=args.samples, temperature=args.temperature, seed=args.seed, out=args.out,
+                     threads=args.threads)  # fmt: skip
+    if args.protocol:  # a named protocol's settings win over the flags it sets (docs/fidelity.md)
+        cfg = with_protocol(cfg, args.protocol, benchmarks_given=args.benchmarks is not None)
     if args.data_dir:
         cfg.data_dir = args.data_dir
     return run_eval(cfg)
@@ -247,11 +250,14 @@ def _add_bon(sub) -> None:
 def _add_eval(sub) -> None:
     ev = sub.add_parser("eval", help="greedy pass@1 and sampled avg@k / pass@k on math benchmarks")
     ev.add_argument("--policy", default="smollm2-135m-instruct", help="folder, hub id, .gguf file or known name")
-    ev.add_argument("--benchmarks", nargs="+", default=["math500"],
-                    help="math500 minerva_math olympiadbench aime24 amc23, or dataset files")  # fmt: skip
+    ev.add_argument("--benchmarks", nargs="+", default=None,
+                    help="math500 minerva_math olympiadbench aime24 amc23, or files (default: math500)")  # fmt: skip
+    ev.add_argument(
+        "--protocol", choices=["pure"], help="pure: the PURE authors' evaluation settings (docs/fidelity.md)"
+    )
     ev.add_argument("--data-dir", help="folder of <benchmark>.jsonl (default: ../shared/data/benchmarks)")
     ev.add_argument("--limit", type=int, help="first N problems of each benchmark")
-    ev.add_argument("--template", default="chat", help="qwen_math_cot, chat, plain or raw")
+    ev.add_argument("--template", default="chat", help="qwen_math_cot, chat, plain, raw or qwen25_math_cot_ft")
     ev.add_argument("--max-new-tokens", type=int, default=1024)
     ev.add_argument("--batch-size", type=int, default=16)
     ev.add_argument("--no-greedy", action="store_true", help="skip the greedy pass@1 run")

@@ -17,13 +17,13 @@ import logging
 import math
 import os
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import torch
 
-from purerl.data import DataConfig, MathExample, benchmark_path, load_examples
-from purerl.grading import GradingConfig, extract_answer, grade
+from purerl.data import BENCHMARKS, DataConfig, MathExample, benchmark_path, load_examples
+from purerl.grading import EVAL_EXTRACTORS, EXTRACTORS, GradingConfig, extract_answer, grade
 from purerl.prompts import format_prompt
 from purerl.rollout import Answers, sample_answers
 
@@ -60,6 +60,31 @@ class EvalConfig:
     out: str = "runs/eval"
     threads: int = 0
     """torch CPU threads (0: torch's default)."""
+    extract: tuple[str, ...] = EXTRACTORS
+    """Answer extractors, in order (``purerl.grading``)."""
+
+
+PROTOCOLS: dict[str, dict] = {
+    "pure": {
+        "template": "qwen25_math_cot_ft", "max_new_tokens": 3000, "greedy": True, "samples": 0,
+        "benchmarks": list(BENCHMARKS), "extract": EVAL_EXTRACTORS,
+    },
+}  # fmt: skip
+"""Named evaluation settings. ``pure``: the PURE authors' (their ``eval/sh/eval.sh``, which runs
+Qwen2.5-Math's evaluation code): prompt type ``qwen25-math-cot-ft`` without a chat template, greedy
+decoding (temperature 0, one sample), at most 3000 new tokens, MATH-500, Minerva Math, OlympiadBench,
+AIME24 and AMC23, and an answer taken from the last boxed expression, else after "answer is", else
+the last number of the final sentence."""
+
+
+def with_protocol(cfg: EvalConfig, name: str, benchmarks_given: bool = False) -> EvalConfig:
+    """``cfg`` with the settings of protocol ``name`` (benchmarks only where none were given)."""
+    if name not in PROTOCOLS:
+        raise ValueError(f"unknown evaluation protocol {name!r}; choose from {sorted(PROTOCOLS)}")
+    settings = dict(PROTOCOLS[name])
+    if benchmarks_given:
+        settings.pop("benchmarks")
+    return replace(cfg, **settings)
 
 
 def pass_at_k(n: int, c: int, k: int) -> float:
@@ -150,14 +175,14 @@ def _generate_all(cfg: EvalConfig, todo: list[tuple], done: list[dict], records_
                                      greedy=mode == "greedy")  # fmt: skip
             seconds += time.time() - t0
             tokens += answers.rollout.response_mask.sum().item()
-            _append_records(records_path, done, batch, answers)
+            _append_records(records_path, done, batch, answers, GradingConfig(extract=tuple(cfg.extract)))
             log.info("%s: %d / %d responses (%.1f tokens/s)", mode, start + len(batch), len(jobs), tokens / seconds)
     return tokens / seconds if seconds else None
 
 
-def _append_records(records_path: Path, done: list[dict], batch: list[tuple], answers: Answers) -> None:
+def _append_records(records_path: Path, done: list[dict], batch: list[tuple], answers: Answers,
+                    grading: GradingConfig) -> None:  # fmt: skip
     """Grade a batch's responses and append their records to the file (flushed to disk) and ``done``."""
-    grading = GradingConfig()
     with records_path.open("a") as f:
         for (bench, e, mode, i), text, cut in zip(batch, answers.texts, answers.rollout.truncated.tolist()):
             rec = {

@@ -7,13 +7,20 @@
   message and a generation prompt; for any instruct model (SmolLM2, Llama, ...).
 - ``plain``: "Question: ...\\nAnswer:" for base models, with the boxed-answer instruction.
 - ``raw``: the question unchanged (the built-in task's prompts are already complete).
+- ``qwen25_math_cot_ft``: the PURE authors' evaluation prompt (their ``qwen25-math-cot-ft`` prompt type:
+  the question, a blank line, and an instruction to separate steps with blank lines; no system prompt,
+  no chat template), for models trained with PURE (``purerl eval --protocol pure``).
 """
 
 from __future__ import annotations
 
 COT_SYSTEM = "Please reason step by step, and put your final answer within \\boxed{}."
 
-TEMPLATES = ("qwen_math_cot", "chat", "plain", "raw")
+TEMPLATES = ("qwen_math_cot", "chat", "plain", "raw", "qwen25_math_cot_ft")
+PURE_FT_INSTRUCTION = (
+    'Please reason step by step with steps separated by "\n\n", and put your final answer within \\boxed{}.'
+)
+"""The instruction of ``qwen25_math_cot_ft`` (the blank line inside the quotes is two real newlines)."""
 
 
 def format_prompt(question: str, template: str, tokenizer=None, system: str = COT_SYSTEM) -> str:
@@ -35,4 +42,6 @@ def format_prompt(question: str, template: str, tokenizer=None, system: str = CO
         return f"Question: {question}\n{system}\nAnswer:"
     if template == "raw":
         return question
+    if template == "qwen25_math_cot_ft":
+        return f"{question}\n\n{PURE_FT_INSTRUCTION}"
     raise ValueError(f"unknown prompt template {template!r}; choose from {', '.join(TEMPLATES)}")

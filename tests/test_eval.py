@@ -123,3 +123,27 @@ def test_bon_by_sampling_from_a_policy(tmp_path, arithmetic_file):
     assert result["questions"] == 5 and set(result["accuracy"]["majority"]) == {"1", "2", "4"}
     acc = result["accuracy"]
     assert acc["oracle"]["4"] >= acc["majority"]["4"] and acc["oracle"]["4"] >= acc["oracle"]["1"]
+
+
+def test_the_pure_protocol_is_the_authors_evaluation():
+    """`purerl eval --protocol pure`: the reference's qwen25-math-cot-ft prompt (CJReinforce/PURE,
+    eval/utils.py: '{input}\\n\\nPlease reason step by step with steps separated by "\\n\\n", and put your
+    final answer within \\\\boxed{{}}.', formatted without a chat template), greedy, 3000 tokens, the five
+    benchmarks, the last-resort extractor."""
+    from purerl.evaluate import EvalConfig, with_protocol
+    from purerl.grading import EVAL_EXTRACTORS
+    from purerl.prompts import format_prompt
+
+    question = "Find $x$ if $2x = 6$."
+    expected = (
+        'Find $x$ if $2x = 6$.\n\nPlease reason step by step with steps separated by "\n\n", and put your final '
+        "answer within \\boxed{}."
+    )
+    assert format_prompt(question, "qwen25_math_cot_ft") == expected
+    cfg = with_protocol(EvalConfig(samples=4, max_new_tokens=100, template="chat"), "pure")
+    assert (cfg.template, cfg.max_new_tokens, cfg.greedy, cfg.samples) == ("qwen25_math_cot_ft", 3000, True, 0)
+    assert cfg.benchmarks == ["math500", "minerva_math", "olympiadbench", "aime24", "amc23"]
+    assert cfg.extract == EVAL_EXTRACTORS
+    assert with_protocol(EvalConfig(benchmarks=["aime24"]), "pure", benchmarks_given=True).benchmarks == ["aime24"]
+    with pytest.raises(ValueError, match="unknown evaluation protocol"):
+        with_protocol(EvalConfig(), "verl")
