@@ -388,3 +388,28 @@ def test_public_api_names():
         for name in module.__all__:
             assert hasattr(module, name), f"{module.__name__}.{name}"
     assert not hasattr(credit, "ppo_clip_loss") and not hasattr(credit, "masked_mean")  # one home each
+
+
+def test_zero_and_one_step_responses_the_thank_you_hack():
+    """docs/fidelity.md, 'Zero-step responses': an empty response has return 0 on its one token (EOS)
+    under every mode; a one-step non-answer that the PRM likes ("Thank you.", 0.9) beats a correct
+    solution under min-form without verifiable rewards, and loses to it with them; whitening shifts and
+    scales the batch's advantages but keeps their order."""
+    from purerl.explain import _group_tensors
+
+    group = [[], [0.9], [0.9, 0.8, 0.9], [0.9, -0.7, 0.8]]  # empty, "Thank you.", solves it, one wrong step
+    step_rewards, step_mask, step_ends, response_mask = _group_tensors(group, 10)
+    response_mask[0, 0] = 1  # the empty response is its EOS token
+    ids = torch.zeros(4, dtype=torch.long)
+    vr = torch.tensor([0.0, 0.0, 1.0, 0.0])
+    for mode in ("min", "soft_min", "sum"):
+        adv, ret = pure_advantages(step_rewards, step_mask, step_ends, response_mask, ids, mode=mode, max_len=40)
+        assert (ret[0] == 0).all()
+        others = ret[1:].sum(-1) / 40
+        assert_close(adv[0, 0], -others.mean())  # its advantage is minus the others' mean value
+        white = masked_whiten(adv, response_mask)
+        assert torch.equal(adv[:, 0].argsort(), white[:, 0].argsort())
+    adv, _ = pure_advantages(step_rewards, step_mask, step_ends, response_mask, ids, mode="min", max_len=40)
+    assert adv[1, 0] > adv[2, 0]  # min-form alone prefers "Thank you." (0.9) to the solution (worst step 0.8)
+    adv, _ = pure_advantages(step_rewards, step_mask, step_ends, response_mask, ids, vr, mode="min", max_len=40)
+    assert adv[2, 0] > adv[1, 0] > adv[0, 0]  # the verifiable reward puts the solution first
