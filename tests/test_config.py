@@ -78,7 +78,7 @@ def test_the_paper_config_holds_the_paper_settings():
     """configs/paper.yaml: the authors' training settings, loaded and validated (never run on a CPU)."""
     cfg = load_config(Path(__file__).parent.parent / "configs" / "paper.yaml")
     r, a = cfg.rollout, cfg.algo
-    assert (r.prompts_per_step, r.k, r.max_new_tokens) == (64, 8, 8192) and a.minibatches == 1  # mini-batch 512
+    assert (r.prompts_per_step, r.k, r.max_new_tokens) == (64, 8, 7168) and a.minibatches == 1  # mini-batch 512
     assert (a.mode, a.temperature, a.lr, a.clip_ratio) == ("soft_min", 0.1, 1e-6, 0.2)
     assert (a.kl_coef, a.kl_estimator, a.kl_in_reward, a.whiten) == (0.001, "k3", True, True)
     assert (a.reward, a.vr_fraction) == ("prm+vr", 0.1) and cfg.prm.path == "jinachris/PURE-PRM-7B"

@@ -136,7 +136,7 @@ def test_the_paper_config_holds_the_paper_settings():
     argv = ["--config", str(ROOT / "configs" / "trl" / "paper.yaml"), "--bf16", "false"]
     script, args = TrlParser((PureScriptArguments, PureGRPOConfig)).parse_args_and_config(args=argv)
     assert (args.credit_mode, args.credit_temperature, args.beta, args.learning_rate) == ("soft_min", 0.1, 1e-3, 1e-6)
-    assert args.max_completion_length == 8192 and args.num_generations == 8 and args.use_vllm
+    assert args.max_completion_length == 7168 and args.num_generations == 8 and args.use_vllm
     per_step = args.per_device_train_batch_size * 8 * args.gradient_accumulation_steps  # 8 GPUs
     assert per_step == 512 and per_step // args.num_generations == 64  # 64 prompts x 8 samples a step
     assert script.model_name_or_path == "Qwen/Qwen2.5-Math-7B" and args.prm_path == "jinachris/PURE-PRM-7B"

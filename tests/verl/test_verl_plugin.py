@@ -62,7 +62,7 @@ def test_the_trainer_config_composes_with_the_paper_overrides():
     assert cfg.data.train_batch_size * cfg.actor_rollout_ref.rollout.n == 512  # 64 prompts x 8
     assert cfg.actor_rollout_ref.actor.ppo_mini_batch_size * cfg.actor_rollout_ref.rollout.n == 512
     assert cfg.algorithm.use_kl_in_reward and cfg.algorithm.kl_penalty == "low_var_kl"
-    assert cfg.algorithm.kl_ctrl.kl_coef == 0.001 and cfg.data.max_response_length == 8192
+    assert cfg.algorithm.kl_ctrl.kl_coef == 0.001 and cfg.data.max_response_length == 7168
     validate_config(cfg, use_reference_policy=need_reference_policy(cfg), use_critic=need_critic(cfg))
 
 
