@@ -132,12 +132,13 @@ COLUMNS = [
 
 def comparison_table(runs: dict[str, list[list[dict]]]) -> str:
     """Mean ± sd over seeds of each arm's start / end numbers, and PRM+VR's speed against VR-only."""
-    lines = [f"{'arm':<8}" + "".join(f" {title:>19}" for _, title in COLUMNS) + "  flags"]
+    width = max([8, *(len(arm) for arm in runs)])
+    lines = [f"{'arm':<{width}}" + "".join(f" {title:>19}" for _, title in COLUMNS) + "  flags"]
     for arm, seeds in runs.items():
         s = [run_summary(r) for r in seeds]
         flags = sorted({f for x in s for f in x["hacking_flags"]})
         cells = "".join(f" {_ms([x[key] for x in s]):>19}" for key, _ in COLUMNS)
-        lines.append(f"{arm:<8}{cells}  {','.join(flags) or '-'}")
+        lines.append(f"{arm:<{width}}{cells}  {','.join(flags) or '-'}")
     if "vr" in runs and "min+vr" in runs:
         lines.append("")
         for key, name in (("eval/sampled_accuracy", "sampled"), ("eval/accuracy", "greedy")):
