@@ -170,7 +170,8 @@ def _add_train(sub) -> None:
         "train",
         help="train a policy with PURE (default: the built-in arithmetic task on a CPU)",
         description="Train with PURE. With no arguments: the built-in task, its warm-started tiny "
-        "policy and learned PRM (trained once and cached), PRM+VR rewards, min-form credit.",
+        "policy and learned PRM (trained once and cached), PRM+VR rewards, the paper's soft-min credit "
+        "(T = 0.1), whitened advantages, KL in the reward.",
     )
     train.add_argument("config", nargs="?", help="a YAML config (see configs/); defaults when left out")
     train.add_argument("overrides", nargs="*", help="key=value overrides, e.g. algo.mode=sum run.steps=50")

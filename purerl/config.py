@@ -196,11 +196,11 @@ class AlgoConfig:
 
     reward: str = "prm+vr"
     """``prm`` (process rewards only), ``vr`` (verifiable rewards only) or ``prm+vr``."""
-    mode: str = "min"
-    """Credit mode for process rewards (``purerl.registry.TRANSFORMS``): ``min``, ``soft_min`` or ``sum``
-    (PURE Eq. 3-5)."""
+    mode: str = "soft_min"
+    """Credit mode for process rewards (``purerl.registry.TRANSFORMS``): ``soft_min`` (PURE Eq. 5, the
+    paper's), ``min`` (its T -> 0 limit, Eq. 3-4) or ``sum``."""
     temperature: float = DEFAULT_TEMPERATURE
-    """soft_min temperature (> 0)."""
+    """soft_min temperature (> 0; the paper's 0.1)."""
     vr_fraction: float = 0.1
     """Share of training prompts that carry ground truth for VR (the paper's PRM+VR: 10%)."""
     vr_coef: float = 1.0
@@ -219,9 +219,9 @@ class AlgoConfig:
     """Coefficient of the KL-to-reference term (0 disables the reference model)."""
     kl_estimator: str = "k3"
     """KL estimator (``purerl.registry.KL_ESTIMATORS``): ``k1``, ``k2`` or ``k3`` (low_var_kl)."""
-    kl_in_reward: bool = False
-    """Put ``-kl_coef * kl`` into the token rewards instead of the loss."""
-    whiten: bool = False
+    kl_in_reward: bool = True
+    """Put ``-kl_coef * kl`` into the token rewards (the paper's) instead of the loss."""
+    whiten: bool = True
     """Whiten the advantages over the batch's response tokens, the verifiable part included (the
     authors' ``adv_norm``; ``purerl.process_rewards.CreditSettings.whiten``)."""
 
