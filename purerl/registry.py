@@ -71,9 +71,6 @@ class Registry:
             raise KeyError(name)
         return self.resolve(name)
 
-    def items(self) -> list[tuple[str, Any]]:
-        return [(name, self.resolve(name)) for name in self.names()]
-
 
 DEFAULT_TEMPERATURE = 0.1
 """The soft-min temperature (PURE Eq. 5, T = 0.1 in the paper): the one default that the credit

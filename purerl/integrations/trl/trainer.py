@@ -61,7 +61,9 @@ class PureGRPOTrainer(GRPOTrainer):
         self.pure_monitor = HackingMonitor()
         self._pure_rewards: torch.Tensor | None = None
         self._pure_prm_seconds = 0.0
-        logging.getLogger("trl.trainer.grpo_trainer").addFilter(_QuietAllNone())
+        trl_log = logging.getLogger("trl.trainer.grpo_trainer")
+        if not any(isinstance(f, _QuietAllNone) for f in trl_log.filters):  # once, however many trainers
+            trl_log.addFilter(_QuietAllNone())
 
     def _calculate_rewards(self, inputs, prompts, completions, completion_ids_list):
         rewards = super()._calculate_rewards(inputs, prompts, completions, completion_ids_list)

@@ -16,6 +16,7 @@ import math
 import threading
 
 import torch
+from omegaconf import OmegaConf
 from verl.experimental.reward_loop.reward_manager import register
 from verl.experimental.reward_loop.reward_manager.base import RewardManagerBase
 from verl.utils.reward_score import default_compute_score
@@ -49,27 +50,18 @@ def pure_settings(config) -> dict:
     return settings
 
 
+PLUGIN_SETTINGS = {"algorithm.adv_estimator": "pure", "reward.reward_manager.name": "pure",
+                   "trainer.v1.trainer_mode": "pure_sync"}  # fmt: skip
+"""The three settings that select the plugin's parts; they work only together."""
+
+
 def check_plugin_config(config) -> None:
-    """The plugin's three parts work only together: ``algorithm.adv_estimator=pure``,
-    ``reward.reward_manager.name=pure`` and ``trainer.v1.trainer_mode=pure_sync``."""
-    parts = {
-        "algorithm.adv_estimator": _select(config, "algorithm.adv_estimator"),
-        "reward.reward_manager.name": _select(config, "reward.reward_manager.name"),
-        "trainer.v1.trainer_mode": _select(config, "trainer.v1.trainer_mode"),
-    }
-    wanted = {"algorithm.adv_estimator": "pure", "reward.reward_manager.name": "pure",
-              "trainer.v1.trainer_mode": "pure_sync"}  # fmt: skip
-    if any(parts[k] == wanted[k] for k in parts) and parts != wanted:
-        given = ", ".join(f"{k}={v}" for k, v in parts.items())
-        raise ValueError(f"purerl's verl plugin needs all of {', '.join(f'{k}={v}' for k, v in wanted.items())}; "
-                         f"got {given}")  # fmt: skip
-
-
-def _select(config, key: str):
-    node = config
-    for part in key.split("."):
-        node = node.get(part) if node is not None and hasattr(node, "get") else None
-    return node
+    """Refuse a verl config that selects some of the plugin's parts but not all (:data:`PLUGIN_SETTINGS`)."""
+    given = {key: OmegaConf.select(config, key) for key in PLUGIN_SETTINGS}
+    if given != PLUGIN_SETTINGS and any(given[k] == v for k, v in PLUGIN_SETTINGS.items()):
+        wanted = ", ".join(f"{k}={v}" for k, v in PLUGIN_SETTINGS.items())
+        got = ", ".join(f"{k}={v}" for k, v in given.items())
+        raise ValueError(f"purerl's verl plugin needs all of {wanted}; got {got}")
 
 
 def load_prm(settings: dict):
