@@ -14,7 +14,10 @@ weighted by its responses' aggregated scores, mapped to [0, 1] first), and ``sco
 score per response, such as an ORM's ``pred_score``).
 
 Accuracy at N averages over the disjoint groups of N responses of each question (N = 1, 2, 4, ...), so
-every response is used once at every N.
+every response is used once at every N; every question must have the same number of responses.
+
+A NaN or infinite score (a PRM step score, or an outcome score) ranks its response lowest: its
+aggregate is ``-inf`` and its vote weight 0. :func:`bon_report` counts such responses and says so.
 """
 
 from __future__ import annotations
@@ -27,8 +30,9 @@ from dataclasses import dataclass, field
 import torch
 
 from purerl.credit import transform_step_rewards
+from purerl.data import DataError, kind
 from purerl.grading import answers_match, extract_answer, grade, normalize
-from purerl.responses import ResponseRow
+from purerl.responses import ResponseRow, check_out_path, write_text
 from purerl.steps import split_steps
 
 AGGREGATIONS = ("min", "soft_min_sum", "last", "mean", "product")
@@ -36,16 +40,19 @@ AGGREGATIONS = ("min", "soft_min_sum", "last", "mean", "product")
 
 def aggregate(scores: Sequence[float], how: str, score_range: tuple[float, float] = (-1.0, 1.0),
               temperature: float = 0.1) -> float:  # fmt: skip
-    """One value for a response from its step scores (``-inf`` for a response without steps).
+    """One value for a response from its step scores (``-inf`` for a response without steps, or with a
+    NaN or infinite score: it ranks lowest).
 
     >>> aggregate([0.9, -0.5, 0.2], "min"), aggregate([0.9, -0.5, 0.2], "last")
     (-0.5, 0.2)
     >>> round(aggregate([0.5, 0.5], "product"), 4)
     0.5625
+    >>> aggregate([0.9, float("nan")], "mean")
+    -inf
     """
     if how not in AGGREGATIONS:
         raise ValueError(f"unknown aggregation {how!r}; choose from {', '.join(AGGREGATIONS)}")
-    if len(scores) == 0:
+    if len(scores) == 0 or not all(math.isfinite(s) for s in scores):
         return -math.inf
     if how == "min":
         return min(scores)
@@ -129,7 +136,7 @@ def select(question: Question, idx: Sequence[int], method: str, score_range=(-1.
     if method == "score":
         if any(cands[i].outcome_score is None for i in idx):
             raise ValueError("method 'score' needs an outcome score per response")
-        return max(idx, key=lambda i: cands[i].outcome_score)
+        return max(idx, key=lambda i: _finite_or_lowest(cands[i].outcome_score))
     if method in AGGREGATIONS:
         return max(idx, key=lambda i: aggregate(_steps(cands[i]), method, score_range))
     if method == "majority" or method.startswith("weighted_"):
@@ -152,6 +159,17 @@ def select(question: Question, idx: Sequence[int], method: str, score_range=(-1.
     raise ValueError(f"unknown selection method {method!r}")
 
 
+def _finite_or_lowest(score: float) -> float:
+    """``score``, or ``-inf`` for a NaN or infinite one (it ranks lowest)."""
+    return score if math.isfinite(score) else -math.inf
+
+
+def has_nonfinite_score(c: Candidate) -> bool:
+    """Whether a NaN or infinite step or outcome score ranks ``c`` lowest."""
+    scores = [*(c.step_scores or []), *([] if c.outcome_score is None else [c.outcome_score])]
+    return not all(math.isfinite(s) for s in scores)
+
+
 def _steps(c: Candidate) -> list[float]:
     if c.step_scores is None:
         raise ValueError("PRM aggregations need step scores (score the responses with a PRM)")
@@ -169,7 +187,12 @@ def group_sizes(n: int) -> list[int]:
 
 def bon_accuracy(questions: Sequence[Question], methods: Sequence[str], score_range=(-1.0, 1.0)) -> dict:
     """``{method: {N: accuracy}}`` over disjoint groups of N responses per question (see module doc)."""
-    n = min(len(q.candidates) for q in questions)
+    sizes = sorted({len(q.candidates) for q in questions})
+    if not sizes or sizes[0] == 0:
+        raise ValueError("Best-of-N needs at least one question with responses")
+    if len(sizes) > 1:
+        raise ValueError(f"questions have {', '.join(map(str, sizes))} responses; Best-of-N needs the same N for all")
+    n = sizes[0]
     table: dict[str, dict[int, float]] = {}
     for method in methods:
         table[method] = {}
@@ -206,29 +229,69 @@ def bon_report(rows: Sequence[ResponseRow], file: str, *, outcome_field: str | N
     Majority vote always; ``outcome_field``: also the pick by that outcome score per response (a
     number or a one-element list); ``prm``: also every PRM aggregation and weighted vote, with step
     scores from that PRM (a folder or hub id, adapter ``prm_kind``; steps split at ``separator``).
-    A response is correct by its row's labels if the rows have them, else by grading it.
+    A response is correct by its row's labels if the rows have them, else by grading it. Every row
+    must have the same number of responses (checked, with ``out``, before any model loads); responses
+    with a NaN or infinite score rank lowest and are counted in the report.
 
     Args:
         rows: from :func:`purerl.responses.read_response_rows`.
         file: the file they came from (named in errors).
-        out: write ``{"questions": ..., "accuracy": {method: {N: accuracy}}}`` here as JSON.
+        out: write ``{"questions": ..., "accuracy": {method: {N: accuracy}}, "nonfinite_scores": ...}``
+            here as JSON.
     """
+    check_out_path(out, file)
+    _check_same_n(rows, file)
+    outcomes = [_outcome_scores(r, file, outcome_field) for r in rows] if outcome_field else [None] * len(rows)
     methods = ["majority"] + (["score"] if outcome_field else [])
     scorer = None
     if prm:
         from purerl.builders import load_prm
 
+        split_steps("", separator)  # a bad separator answers before the PRM loads
         scorer = load_prm(prm, prm_kind, score_map=score_map)
         methods += list(AGGREGATIONS) + [f"weighted_{a}" for a in AGGREGATIONS]
-    questions = [_bon_question(r, file, outcome_field, scorer, separator) for r in rows]
+    questions = [_bon_question(r, o, scorer, separator) for r, o in zip(rows, outcomes)]
     table = bon_accuracy(questions, methods, scorer.score_range if scorer else (-1.0, 1.0))
+    nonfinite = sum(has_nonfinite_score(c) for q in questions for c in q.candidates)
     if out:
-        with open(out, "w") as f:
-            json.dump({"questions": len(questions), "accuracy": table}, f, indent=2)
-    return f"{len(questions)} questions; accuracy (%) of the pick among N responses\n" + format_table(table)
+        write_text(out, json.dumps({"questions": len(questions), "accuracy": table, "nonfinite_scores": nonfinite},
+                                   indent=2))  # fmt: skip
+    lines = [f"{len(questions)} questions; accuracy (%) of the pick among N responses"]
+    if nonfinite:
+        total = sum(len(q.candidates) for q in questions)
+        lines.append(f"{nonfinite} of {total} responses have a NaN or infinite score: ranked lowest (vote weight 0)")
+    return "\n".join([*lines, format_table(table)])
 
 
-def _bon_question(row: ResponseRow, file: str, outcome_field: str | None, scorer, separator: str) -> Question:
+def _check_same_n(rows: Sequence[ResponseRow], file: str) -> None:
+    """Refuse rows with different numbers of responses (accuracy at N needs the same N for every question)."""
+    if not rows:
+        raise DataError(f"{file}: no rows")
+    first = len(rows[0].responses)
+    for n, row in enumerate(rows):
+        if len(row.responses) != first:
+            raise DataError(f"{file} row {n}: {len(row.responses)} response(s), but row 0 has {first}; "
+                            "Best-of-N needs the same number of responses in every row")  # fmt: skip
+
+
+def _outcome_scores(row: ResponseRow, file: str, field: str) -> list[float]:
+    """The outcome score per response of a row: a number or a one-element list of one (``[[3.5], ...]``)."""
+    where = f"{file} row {row.example.row}"
+    values = row.fields.get(field)
+    if not isinstance(values, list) or len(values) != len(row.responses):
+        got = kind(values) if values is not None else "no such field"
+        got = f"{len(values)} scores" if isinstance(values, list) else got
+        raise DataError(f"{where}: field {field!r} needs one score per response ({len(row.responses)}); got {got}")
+    scores = []
+    for k, v in enumerate(values):
+        v = v[0] if isinstance(v, list) and len(v) == 1 else v
+        if isinstance(v, bool) or not isinstance(v, int | float):
+            raise DataError(f"{where}: field {field!r} item {k} holds {kind(v)}; expected a number")
+        scores.append(float(v))
+    return scores
+
+
+def _bon_question(row: ResponseRow, outcome: list[float] | None, scorer, separator: str) -> Question:
     """A :class:`Question` from one row of a responses file, its responses scored by ``scorer`` if any."""
     example, responses = row.example, row.responses
     step_scores = None
@@ -236,10 +299,4 @@ def _bon_question(row: ResponseRow, file: str, outcome_field: str | None, scorer
         steps = [[s.text for s in split_steps(r, separator)] for r in responses]
         step_scores = scorer.score([example.question] * len(responses), steps)
     correct = row.labels if row.labels is not None else [bool(grade(r, example.gold)) for r in responses]
-    outcome = None
-    if outcome_field:
-        values = row.fields.get(outcome_field)
-        if values is None or len(values) != len(responses):
-            raise ValueError(f"{file} row {example.row}: field {outcome_field!r} needs one score per response")
-        outcome = [v[0] if isinstance(v, list) else v for v in values]  # [[3.5], ...] or [3.5, ...]
     return make_question(responses, correct, step_scores, outcome)

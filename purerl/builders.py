@@ -12,6 +12,7 @@ from purerl.config import TrainConfig, task_name
 from purerl.models import load_policy
 from purerl.prm.builtin import adapted_prm, builtin_prm
 from purerl.registry import PRMS, ROLLOUT_BACKENDS, TASKS
+from purerl.validation import check_machine
 from purerl.warmstart import warm_start_policy
 
 
@@ -47,7 +48,9 @@ def prm_path(cfg: TrainConfig, refresh: bool = False, policy: str | None = None)
 
 def build_policy(cfg: TrainConfig):
     """``(model, tokenizer)`` of the policy, in eval mode; with ``lora_rank`` a peft model whose
-    base weights are frozen."""
+    base weights are frozen. First the machine check of the whole config (devices, model paths:
+    :func:`purerl.validation.check_machine`), so that a bad ``prm.path`` answers before the policy loads."""
+    check_machine(cfg)
     p = cfg.policy
     model, tokenizer = load_policy(policy_path(cfg), dtype=p.dtype, device=p.device,
                                    trust_remote_code=p.trust_remote_code)  # fmt: skip
@@ -90,10 +93,12 @@ def build_task(cfg: TrainConfig):
 
 
 def build_prm(cfg: TrainConfig, task):
-    """The PRM named by ``cfg.prm.kind``, built for ``task``."""
+    """The PRM named by ``cfg.prm.kind``, built for ``task`` (after :func:`purerl.validation.check_machine`)."""
+    check_machine(cfg)
     return PRMS.resolve(cfg.prm.kind).from_config(cfg, task)
 
 
 def build_rollout(cfg: TrainConfig, model, tokenizer):
     """The generation backend named by ``cfg.rollout.backend`` around the policy."""
-    return ROLLOUT_BACKENDS.resolve(cfg.rollout.backend)(model, tokenizer)
+    backend = ROLLOUT_BACKENDS.resolve(cfg.rollout.backend)
+    return backend(model, tokenizer, context=cfg.rollout.context) if cfg.rollout.context else backend(model, tokenizer)

@@ -7,7 +7,9 @@ import logging
 import sys
 
 from purerl import __version__
+from purerl.failures import EXIT_INTERRUPTED, EXIT_USAGE, report_failure
 from purerl.responses import GOLD_FIELDS
+from purerl.validation import check_model_path
 
 
 def _credit(args: argparse.Namespace) -> str:
@@ -31,8 +33,11 @@ def _steps(args: argparse.Namespace) -> str:
                 text = f.read()
         except OSError as err:
             raise ValueError(f"cannot read {args.file}: {err.strerror}") from None
+        except UnicodeDecodeError as err:
+            raise ValueError(f"{args.file}: not UTF-8 text (byte {err.start})") from None
     tokenizer = None
     if args.tokenizer:
+        check_model_path("--tokenizer", args.tokenizer)
         _quiet_transformers()
         from transformers import AutoTokenizer
 
@@ -52,12 +57,20 @@ def _quiet_transformers() -> None:
 def _train(args: argparse.Namespace) -> str:
     from purerl.config import load_config
 
+    moved = [a for a in args.allow_change if "=" in a]  # `--allow-change algo.lr algo.lr=0.5`: an override
+    args.allow_change, args.overrides = [a for a in args.allow_change if "=" not in a], [*args.overrides, *moved]
     cfg = load_config(args.config, args.overrides)  # first: a bad key or value answers before torch loads
     _quiet_transformers()
     from purerl.report import summarize_run
+    from purerl.run_control import RunStopped
     from purerl.trainer import Trainer
 
-    Trainer(cfg, resume=args.resume).train()
+    try:
+        Trainer(cfg, resume=args.resume, overwrite=args.overwrite, allow_change=args.allow_change,
+                resume_from=args.resume_from).train()  # fmt: skip
+    except RunStopped as stop:  # a signal, a guard or a non-finite loss: one line, a conventional code
+        print(f"purerl train: {stop}", file=sys.stderr)
+        raise SystemExit(stop.code) from None
     return summarize_run(cfg.run.out_dir)
 
 
@@ -100,8 +113,9 @@ def _compare(args: argparse.Namespace) -> str:
 
 def _response_rows(args: argparse.Namespace):
     """The rows of ``args.file`` for `grade` and `bon`; with ``bon --policy`` their responses are sampled now."""
-    from purerl.responses import read_response_rows, sample_responses
+    from purerl.responses import check_out_path, read_response_rows, sample_responses
 
+    check_out_path(args.out, args.file)  # before any sampling
     sample = None
     if getattr(args, "policy", None):
         _quiet_transformers()
@@ -123,6 +137,14 @@ def _grade(args: argparse.Namespace) -> str:
 def _bon(args: argparse.Namespace) -> str:
     from purerl.bon import bon_report
 
+    check_model_path("--prm", args.prm)
+    check_model_path("--policy", args.policy)
+    if args.policy:
+        for flag, value in {"--samples": args.samples, "--max-new-tokens": args.max_new_tokens}.items():
+            if value < 1:
+                raise ValueError(f"{flag} must be >= 1 with --policy, got {value}")
+        if not args.temperature > 0:
+            raise ValueError(f"--temperature must be > 0 to sample with --policy, got {args.temperature}")
     rows = _response_rows(args)
     if args.prm:
         _quiet_transformers()
@@ -131,18 +153,19 @@ def _bon(args: argparse.Namespace) -> str:
 
 
 def _eval(args: argparse.Namespace) -> str:
-    _quiet_transformers()
-    from purerl.evaluate import EvalConfig, run_eval, with_protocol
+    from purerl.evaluate import EvalConfig, check_eval, run_eval, with_protocol
 
     cfg = EvalConfig(policy=args.policy, dtype=args.dtype, device=args.device,
                      benchmarks=args.benchmarks or ["math500"], limit=args.limit, template=args.template,
                      max_new_tokens=args.max_new_tokens, batch_size=args.batch_size, greedy=not args.no_greedy,
                      samples=args.samples, temperature=args.temperature, seed=args.seed, out=args.out,
-                     threads=args.threads)  # fmt: skip
+                     threads=args.threads, overwrite=args.overwrite)  # fmt: skip
     if args.protocol:  # a named protocol's settings win over the flags it sets (docs/fidelity.md)
         cfg = with_protocol(cfg, args.protocol, benchmarks_given=args.benchmarks is not None)
     if args.data_dir:
         cfg.data_dir = args.data_dir
+    check_eval(cfg)  # before transformers loads: a bad flag answers at once
+    _quiet_transformers()
     return run_eval(cfg)
 
 
@@ -175,7 +198,16 @@ def _add_train(sub) -> None:
     )
     train.add_argument("config", nargs="?", help="a YAML config (see configs/); defaults when left out")
     train.add_argument("overrides", nargs="*", help="key=value overrides, e.g. algo.mode=sum run.steps=50")
-    train.add_argument("--resume", action="store_true", help="continue from run.out_dir/checkpoint")
+    train.add_argument("--resume", action="store_true", help="continue from the newest complete checkpoint")
+    train.add_argument("--resume-from", metavar="CHECKPOINT", help="continue from this checkpoint folder")
+    train.add_argument("--overwrite", action="store_true", help="replace a previous run in run.out_dir")
+    train.add_argument(
+        "--allow-change",
+        nargs="+",
+        default=[],
+        metavar="KEY",
+        help="with --resume: config keys or sections (e.g. algo.lr, algo) that may differ from the checkpoint's",
+    )
     train.set_defaults(run=_train)
 
 
@@ -269,6 +301,9 @@ def _add_eval(sub) -> None:
     ev.add_argument("--seed", type=int, default=0)
     ev.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: default)")
     ev.add_argument("--out", default="runs/eval", help="folder of responses.jsonl, results.csv / .json")
+    ev.add_argument("--overwrite", action="store_true",
+                    help="delete --out's previous responses and results (a rerun otherwise resumes them, and "
+                    "refuses other settings)")  # fmt: skip
     ev.set_defaults(run=_eval)
 
 
@@ -295,23 +330,34 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run the `purerl` command with ``argv`` (default: ``sys.argv[1:]``); returns the exit status
-    (2 with a one-line error for a bad argument, file or config value)."""
+    """Run the `purerl` command with ``argv`` (default: ``sys.argv[1:]``); returns the exit status.
+
+    Every failure is one line on standard error (no traceback unless ``PURERL_DEBUG=1``), with the
+    status :data:`EXIT_USAGE` (2) for a bad argument, config value or path, :data:`EXIT_INTERNAL` (1)
+    for an internal error, :data:`EXIT_INTERRUPTED` (130) for Ctrl-C. A ``SystemExit`` raised by a
+    command (``purerl train`` stopping on a signal, with its own message and code) passes through.
+    """
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    if extra and hasattr(args, "overrides") and all("=" in e and not e.startswith("-") for e in extra):
+        args.overrides = [*args.overrides, *extra]  # `purerl train --resume algo.lr=0.5`: overrides after a flag
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     if getattr(args, "config", None) and "=" in args.config:  # `purerl train run.steps=5`: no file
         args.overrides, args.config = [args.config, *args.overrides], None
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     if args.command is None:
         parser.print_help()
-        return 2
+        return EXIT_USAGE
     try:
         print(args.run(args))
-    except ValueError as err:
-        print(f"purerl {args.command}: error: {err}", file=sys.stderr)
-        return 2
     except BrokenPipeError:  # `purerl credit | head`: the reader left; not an error of ours
         sys.stderr.close()
+    except KeyboardInterrupt:
+        print(f"purerl {args.command}: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except Exception as err:  # SystemExit is no Exception: it passes through
+        return report_failure(args.command, err)
     return 0
 
 

@@ -77,6 +77,13 @@ def _launch(config: str | None, overrides: list[str], folder: Path) -> subproces
         return subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
 
 
+def _continue(folder: Path) -> list[str]:
+    """An unfinished arm resumes from its checkpoint; one stopped before its first checkpoint starts again."""
+    if (folder / "checkpoints").is_dir() and any((folder / "checkpoints").glob("step-*/manifest.json")):
+        return ["--resume"]
+    return ["--overwrite"] if (folder / "metrics.jsonl").exists() else []
+
+
 def run_arms(config, overrides, arms: dict[str, list[str]], seeds, out: Path, jobs: int = 2) -> dict[str, list[Path]]:
     todo, folders = [], {arm: [] for arm in arms}
     for seed in seeds:
@@ -85,7 +92,7 @@ def run_arms(config, overrides, arms: dict[str, list[str]], seeds, out: Path, jo
             folders[arm].append(folder)
             if not (folder / "summary.json").exists():
                 args = [*overrides, *arm_overrides, f"run.seed={seed}", f"run.out_dir={folder}", "run.threads=1"]
-                todo.append((folder, args))
+                todo.append((folder, [*args, *_continue(folder)]))
     running: list[tuple[Path, subprocess.Popen]] = []
     while todo or running:
         while todo and len(running) < jobs:

@@ -21,6 +21,7 @@ import yaml
 
 from purerl.data import DataConfig
 from purerl.registry import DEFAULT_TEMPERATURE
+from purerl.run_control import GuardConfig
 from purerl.tasks.arithmetic import ArithmeticConfig
 
 
@@ -188,6 +189,8 @@ class RolloutConfig:
     step, and put your final answer within \\boxed{}.")."""
     backend: str = "hf"
     """Generation backend (``purerl.registry.ROLLOUT_BACKENDS``): ``hf`` is transformers ``generate``."""
+    context: int = 0
+    """Positions a prompt plus its response may use (0: the policy config's ``max_position_embeddings``)."""
 
 
 @dataclass
@@ -243,7 +246,9 @@ class RunConfig:
     eval_samples: int = 4
     """Sampled answers per held-out problem for the sampled accuracy (0: greedy only)."""
     checkpoint_every: int = 20
-    """Checkpoint every this many steps (and at the end, and on a crash)."""
+    """Checkpoint every this many steps, at the end, and when stopped (SIGTERM, SIGINT, a guard)."""
+    keep_checkpoints: int = 2
+    """Complete checkpoints kept in ``checkpoints/`` (the newest clean one is kept as well)."""
     samples_every: int = 10
     """Log sampled completions every this many steps."""
     threads: int = 0
@@ -252,6 +257,8 @@ class RunConfig:
     """Also log to Weights & Biases (needs ``pip install wandb``)."""
     tensorboard: bool = True
     """Also write TensorBoard event files (when tensorboard is installed)."""
+    guards: GuardConfig = field(default_factory=GuardConfig)
+    """What each hacking detector does when it fires (docs/reliability.md)."""
 
 
 @dataclass

@@ -9,6 +9,10 @@ field), or a list of such specs tried in order (the first present in a row wins)
 the usual layouts (MATH, MATH-500, Minerva Math, OlympiadBench, AIME, AMC, the PURE RL prompts) without
 naming any file. Lists of answers (OlympiadBench's ``final_answer``) keep every element; numbers
 (AMC's ``27.0``) become strings (``"27"``).
+
+Errors (:class:`DataError`, one line) name the file, the row (``row N`` counts from 0, as
+:attr:`MathExample.row` does) and the field; a line that is not JSON or not UTF-8 is named by its line
+number (from 1).
 """
 
 from __future__ import annotations
@@ -87,30 +91,65 @@ def read_rows(path: str | Path, split: str = "train") -> list[dict]:
         return list(ds)
     suffix = p.suffix.lower()
     if suffix == ".jsonl":
-        rows = []
-        for n, line in enumerate(p.read_text().splitlines(), 1):
-            if line.strip():
-                try:
-                    rows.append(json.loads(line))
-                except json.JSONDecodeError as e:
-                    raise DataError(f"{p} line {n}: not valid JSON ({e.msg})") from None
-        return rows
+        return _read_jsonl(p)
     if suffix == ".json":
         try:
-            data = json.loads(p.read_text())
+            data = json.loads(_utf8(p))
         except json.JSONDecodeError as e:
             raise DataError(f"{p}: not valid JSON ({e.msg} at line {e.lineno})") from None
+        except RecursionError:
+            raise DataError(f"{p}: not valid JSON (nested too deeply)") from None
         if isinstance(data, dict):  # {"data": [...]} or a single split
             lists = [v for v in data.values() if isinstance(v, list)]
             if len(lists) != 1:
                 raise DataError(f"{p}: expected a JSON array of rows (or an object with one list)")
             data = lists[0]
+        if not isinstance(data, list):
+            raise DataError(f"{p}: expected a JSON array of rows, got {kind(data)}")
         return data
     if suffix == ".parquet":
         import pyarrow.parquet as pq
 
-        return pq.read_table(p).to_pylist()
+        try:
+            return pq.read_table(p).to_pylist()
+        except Exception as e:  # pyarrow's errors (ArrowInvalid, OSError, ...) span several lines
+            reason = (str(e).strip().splitlines() or [type(e).__name__])[0]
+            raise DataError(f"{p}: not a readable parquet file ({reason})") from None
     raise DataError(f"{p}: unknown format {suffix!r} (use .json, .jsonl, .parquet or a datasets folder)")
+
+
+def _utf8(path: Path) -> str:
+    """The text of ``path``, which must be UTF-8 (a byte-order mark is allowed); errors name the line."""
+    data = path.read_bytes()
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        line = data.count(b"\n", 0, e.start) + 1
+        raise DataError(f"{path} line {line}: not UTF-8 text (byte 0x{data[e.start]:02x})") from None
+
+
+def _read_jsonl(path: Path) -> list:
+    """The rows of a JSONL file; errors name the line (from 1)."""
+    rows = []
+    for n, line in enumerate(_utf8(path).split("\n"), 1):
+        if line.strip():
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError as e:
+                raise DataError(f"{path} line {n}: not valid JSON ({e.msg})") from None
+            except RecursionError:
+                raise DataError(f"{path} line {n}: not valid JSON (nested too deeply)") from None
+    return rows
+
+
+def kind(value: Any) -> str:
+    """How an error names the JSON type of ``value``: ``a number (7)``, ``an object``, ..."""
+    if isinstance(value, bool):
+        return f"a boolean ({value})"
+    if isinstance(value, int | float):
+        return f"a number ({value})"
+    names = {str: "a string", list: "a list", dict: "an object", type(None): "null"}
+    return names.get(type(value), type(value).__name__)
 
 
 def _value(row: dict, spec: str) -> Any:
@@ -138,12 +177,23 @@ def _as_answers(value: Any) -> list[str] | None:
     return out or None
 
 
-def _pick(row: dict, specs: list[str]) -> Any:
+def _pick(row: dict, specs: list[str]) -> tuple[str | None, Any]:
+    """The first field spec of ``specs`` present in ``row``, and its value (``(None, None)``: none is)."""
     for spec in specs:
         value = _value(row, spec)
         if value is not None:
-            return value
-    return None
+            return spec, value
+    return None, None
+
+
+def _answers(row: dict, specs: list[str], where: str) -> list[str] | None:
+    """The answers of the first of ``specs`` present in ``row``: a string or number, or a list of them."""
+    spec, value = _pick(row, specs)
+    items = value if isinstance(value, list) else [value]
+    bad = next((v for v in items if isinstance(v, dict | list)), None)
+    if bad is not None:
+        raise DataError(f"{where}: field {spec!r} holds {kind(bad)}; expected a string, a number or a list of them")
+    return _as_answers(value)
 
 
 def load_examples(cfg: DataConfig, require_answer: bool = False) -> list[MathExample]:
@@ -152,25 +202,35 @@ def load_examples(cfg: DataConfig, require_answer: bool = False) -> list[MathExa
     ``require_answer``: every row must have a gold answer (``answer`` or ``ref_answer``), as
     evaluation needs.
     """
+    if cfg.limit is not None and cfg.limit < 0:
+        raise DataError(f"{cfg.path}: limit must be >= 0, got {cfg.limit}")
     rows = read_rows(cfg.path, cfg.split)
     if cfg.limit is not None:
         rows = rows[: cfg.limit]
+    return examples_from_rows(rows, cfg, require_answer)
+
+
+def examples_from_rows(rows: list, cfg: DataConfig, require_answer: bool = False) -> list[MathExample]:
+    """:func:`load_examples` for rows already read from ``cfg.path`` (which errors name)."""
     if not rows:
         raise DataError(f"{cfg.path}: no rows")
     examples = []
     for n, row in enumerate(rows):
+        where = f"{cfg.path} row {n}"
         if not isinstance(row, dict):
-            raise DataError(f"{cfg.path} row {n}: expected an object with fields, got {type(row).__name__}")
-        question = _pick(row, cfg.question)
+            raise DataError(f"{where}: expected an object with fields, got {kind(row)}")
+        spec, question = _pick(row, cfg.question)
+        if spec is not None and not isinstance(question, str):
+            raise DataError(f"{where}: field {spec!r} holds {kind(question)}; expected the question as a string")
         if not isinstance(question, str) or not question.strip():
             raise DataError(
-                f"{cfg.path} row {n}: no question in field(s) {cfg.question} (fields: {', '.join(row)}); "
+                f"{where}: no question in field(s) {cfg.question} (fields: {', '.join(row)}); "
                 "set data.question to the field that holds it"
             )
-        answer, ref = _as_answers(_pick(row, cfg.answer)), _as_answers(_pick(row, cfg.ref_answer))
+        answer, ref = _answers(row, cfg.answer, where), _answers(row, cfg.ref_answer, where)
         if require_answer and answer is None and ref is None:
             raise DataError(
-                f"{cfg.path} row {n}: no answer in field(s) {cfg.answer + cfg.ref_answer} (fields: {', '.join(row)}); "
+                f"{where}: no answer in field(s) {cfg.answer + cfg.ref_answer} (fields: {', '.join(row)}); "
                 "set data.answer to the field that holds it (or last_boxed:<field>)"
             )
         meta = {k: v for k, v in row.items() if isinstance(v, str | int | float | bool) and len(str(v)) < 200}

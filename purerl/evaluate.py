@@ -2,8 +2,14 @@
 
 Every response is appended to ``<out>/responses.jsonl`` as soon as its batch finishes (with its
 extracted answer and grade), so a crashed or stopped evaluation loses at most the batch in flight:
-running the same command again skips what is already there. At the end: ``results.json``,
-``results.csv`` and a table like the PURE paper's Table 2 (one column per benchmark and their mean).
+running the same command again skips what is already there. A rerun into a folder whose responses
+were made with other settings (:data:`RESUME_KEYS`, read from its ``config.json``) is refused, naming
+each difference; ``overwrite`` (``--overwrite``) deletes the old responses and results first. At the
+end: ``results.json``, ``results.csv`` and a table like the PURE paper's Table 2 (one column per
+benchmark and their mean), with the number of prompts cut to fit the policy's context
+(:mod:`purerl.rollout.hf`).
+
+Every setting is checked before anything loads (:func:`check_eval`).
 
 pass@k uses the unbiased estimator ``1 - C(n - c, k) / C(n, k)`` (Chen et al., 2021) over ``n``
 samples with ``c`` correct; avg@k is the mean accuracy of the samples.
@@ -19,13 +25,15 @@ import os
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-
-import torch
+from typing import TYPE_CHECKING
 
 from purerl.data import BENCHMARKS, DataConfig, MathExample, benchmark_path, load_examples
 from purerl.grading import EVAL_EXTRACTORS, EXTRACTORS, GradingConfig, extract_answer, grade
-from purerl.prompts import format_prompt
-from purerl.rollout import Answers, sample_answers
+from purerl.prompts import TEMPLATES, format_prompt
+from purerl.validation import check_device, check_model_path
+
+if TYPE_CHECKING:
+    from purerl.rollout import Answers
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +70,16 @@ class EvalConfig:
     """torch CPU threads (0: torch's default)."""
     extract: tuple[str, ...] = EXTRACTORS
     """Answer extractors, in order (``purerl.grading``)."""
+    overwrite: bool = False
+    """Delete ``out``'s previous responses and results first (else they are resumed, same settings only)."""
+
+
+RESUME_KEYS = ("policy", "dtype", "template", "max_new_tokens", "greedy", "samples", "temperature", "seed", "extract")
+"""Settings the responses in an ``out`` folder were made with, which a rerun into it must match (a
+protocol counts through the settings it sets; ``temperature`` only where a run samples). Not keyed:
+``benchmarks``, ``limit`` and ``data_dir`` only select problems (responses are kept per benchmark and
+row); ``batch_size``, ``device`` and ``threads`` do not change what is asked for (a greedy answer may
+differ between them only where two logits tie within rounding)."""
 
 
 PROTOCOLS: dict[str, dict] = {
@@ -110,13 +128,76 @@ def _read_done(path: Path) -> list[dict]:
     return rows
 
 
+def check_eval(cfg: EvalConfig) -> None:
+    """Raise ``ValueError`` naming the flag of the first setting that cannot work; loads nothing (torch
+    only to ask about a ``device`` other than ``cpu``)."""
+    at_least = {"--limit": (cfg.limit, 1), "--batch-size": (cfg.batch_size, 1), "--samples": (cfg.samples, 0),
+                "--max-new-tokens": (cfg.max_new_tokens, 1), "--threads": (cfg.threads, 0)}  # fmt: skip
+    for flag, (value, low) in at_least.items():
+        if value is not None and value < low:
+            raise ValueError(f"{flag} must be >= {low}, got {value}")
+    if not cfg.greedy and cfg.samples == 0:
+        raise ValueError("nothing to evaluate: --no-greedy needs --samples > 0")
+    if cfg.samples and not cfg.temperature > 0:
+        raise ValueError(f"--temperature must be > 0 to sample (--samples {cfg.samples}), got {cfg.temperature}")
+    if cfg.template not in TEMPLATES:
+        raise ValueError(f"--template {cfg.template!r}: choose one of {', '.join(TEMPLATES)}")
+    if Path(cfg.out).exists() and not Path(cfg.out).is_dir():
+        raise ValueError(f"--out {cfg.out}: a file, not a folder")
+    check_device("--device", cfg.device)
+    check_model_path("--policy", cfg.policy)
+
+
+def _resume_settings(settings: dict, samples: bool) -> dict:
+    """The :data:`RESUME_KEYS` of a config dict, comparable across runs (an existing policy path resolved)."""
+    out = {k: settings[k] for k in RESUME_KEYS if k in settings and (k != "temperature" or samples)}
+    if isinstance(out.get("policy"), str) and Path(out["policy"]).expanduser().exists():
+        out["policy"] = str(Path(out["policy"]).expanduser().resolve())
+    return json.loads(json.dumps(out))  # tuples as lists, as config.json has them
+
+
+def check_resume(cfg: EvalConfig) -> None:
+    """Raise ``ValueError`` when ``cfg.out`` holds responses made with other settings (:data:`RESUME_KEYS`),
+    naming each differing setting with its old and new value."""
+    out = Path(cfg.out)
+    if not (out / "responses.jsonl").is_file() or not (out / "responses.jsonl").stat().st_size:
+        return
+    advice = "use another --out, or --overwrite to delete them"
+    try:
+        old = json.loads((out / "config.json").read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        log.warning("%s has responses but no config.json: resuming them as if made with these settings", out)
+        return
+    except (OSError, ValueError):
+        old = None
+    if not isinstance(old, dict):
+        raise ValueError(f"--out {out}: its config.json cannot be read, so its responses cannot be checked; {advice}")
+    samples = bool(cfg.samples or old.get("samples"))
+    before, now = _resume_settings(old, samples), _resume_settings(asdict(cfg), samples)
+    changed = [f"{k} {before[k]!r} -> {now[k]!r}" for k in now if k in before and before[k] != now[k]]
+    if changed:
+        raise ValueError(f"--out {out} holds responses made with other settings ({'; '.join(changed)}); {advice}")
+
+
+def _clear(out: Path) -> None:
+    """Delete what an earlier evaluation wrote into ``out`` (``--overwrite``); other files stay."""
+    for name in ("responses.jsonl", "results.json", "results.csv", "config.json"):
+        if (out / name).is_file():
+            (out / name).unlink()
+            log.info("--overwrite: deleted %s", out / name)
+
+
 def run_eval(cfg: EvalConfig) -> str:
-    """Evaluate, write the files, and return the table."""
-    if not cfg.greedy and cfg.samples <= 0:
-        raise ValueError("nothing to evaluate: set greedy or samples > 0")
+    """Check the settings, evaluate, write the files, and return the table."""
+    import torch
+
+    check_eval(cfg)
+    out = Path(cfg.out)
+    if cfg.overwrite:
+        _clear(out)
+    check_resume(cfg)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
-    out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "config.json").write_text(json.dumps(asdict(cfg), indent=2))
     benches = {}
@@ -155,7 +236,10 @@ def _todo(cfg: EvalConfig, benches: dict[str, list[MathExample]], done: list[dic
 def _generate_all(cfg: EvalConfig, todo: list[tuple], done: list[dict], records_path: Path) -> float | None:
     """Generate, grade and append (to ``done`` and the file) every response of ``todo``, greedy ones
     first, in batches; returns the generation speed in tokens/s (None if nothing was generated)."""
+    import torch
+
     from purerl.models import load_policy
+    from purerl.rollout import sample_answers
     from purerl.rollout.hf import HFGenerate
 
     backend = None  # the policy loads only if something is left to generate
@@ -184,7 +268,9 @@ def _append_records(records_path: Path, done: list[dict], batch: list[tuple], an
                     grading: GradingConfig) -> None:  # fmt: skip
     """Grade a batch's responses and append their records to the file (flushed to disk) and ``done``."""
     with records_path.open("a") as f:
-        for (bench, e, mode, i), text, cut in zip(batch, answers.texts, answers.rollout.truncated.tolist()):
+        rollout = answers.rollout
+        for (bench, e, mode, i), text, cut, prompt_cut in zip(batch, answers.texts, rollout.truncated.tolist(),
+                                                             rollout.prompt_cut.tolist()):  # fmt: skip
             rec = {
                 "benchmark": bench,
                 "row": e.row,
@@ -194,6 +280,7 @@ def _append_records(records_path: Path, done: list[dict], batch: list[tuple], an
                 "answer": extract_answer(text, grading.extract),
                 "correct": bool(grade(text, e.gold, grading)),
                 "truncated": cut,
+                "prompt_cut": prompt_cut,
                 "response": text,
             }
             f.write(json.dumps(rec) + "\n")
@@ -207,13 +294,15 @@ def _fmt(x: float | None) -> str:
 
 
 def summarize(records: list[dict], benches: list[str], samples: int) -> dict:
-    """``{"table": {metric: {benchmark: value, "avg": mean}}, "counts": {...}}`` from response records."""
+    """``{"table": {metric: {benchmark: value, "avg": mean}}, "counts": {...}, "prompts_cut": n}`` from
+    response records; ``prompts_cut`` counts problems whose prompt was cut to fit the context."""
     table: dict[str, dict[str, float]] = {}
     counts = {}
     for bench in benches:
         rows = [r for r in records if r["benchmark"] == bench]
         greedy = [r["correct"] for r in rows if r["mode"] == "greedy"]
-        counts[bench] = {"problems": len({r["row"] for r in rows}), "greedy": len(greedy)}
+        counts[bench] = {"problems": len({r["row"] for r in rows}), "greedy": len(greedy),
+                         "prompts_cut": len({r["row"] for r in rows if r.get("prompt_cut")})}  # fmt: skip
         if greedy:
             table.setdefault("greedy pass@1", {})[bench] = sum(greedy) / len(greedy)
         by_row: dict[int, list[bool]] = {}
@@ -228,7 +317,7 @@ def summarize(records: list[dict], benches: list[str], samples: int) -> dict:
             )
     for row in table.values():
         row["avg"] = sum(row.values()) / len(row)
-    return {"table": table, "counts": counts}
+    return {"table": table, "counts": counts, "prompts_cut": sum(c["prompts_cut"] for c in counts.values())}
 
 
 def format_results(results: dict, benches: list[str]) -> str:
@@ -238,6 +327,8 @@ def format_results(results: dict, benches: list[str]) -> str:
         lines.append(metric.ljust(16) + "".join(_fmt(row.get(b)).rjust(15) for b in [*benches, "avg"]))
     counts = ", ".join(f"{b}: {c['problems']} problems" for b, c in results["counts"].items())
     lines.append(f"({counts}; accuracy in %)")
+    if results.get("prompts_cut"):
+        lines.append(f"prompts cut to fit the policy's context: {results['prompts_cut']} (their beginnings dropped)")
     if results.get("tokens_per_second"):
         lines.append(f"generation: {results['tokens_per_second']:.1f} tokens/s")
     return "\n".join(lines)

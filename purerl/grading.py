@@ -14,6 +14,11 @@ quickly. Every math-verify comparison runs in a worker process under a time limi
 warning instead of hanging training.
 
 :func:`grade` returns ``True`` / ``False``, or ``None`` when the response has no final answer.
+
+Bounded work on any text: extraction reads only the last :data:`MAX_RESPONSE_CHARS` characters of a
+response (a final answer is at its end), and every extractor is one linear pass (no backtracking
+regex, no rescanning per ``\\boxed{``), so a flood of ``\\boxed{``, ``\\(`` or "answer is" costs
+milliseconds, not minutes.
 """
 
 from __future__ import annotations
@@ -28,6 +33,9 @@ from dataclasses import dataclass
 
 log = logging.getLogger(__name__)
 
+MAX_RESPONSE_CHARS = 20_000
+"""Extraction searches only this many characters at the end of a response (about 5 000 tokens of
+final text; a boxed answer that opens before them is not seen)."""
 EXTRACTORS = ("boxed", "answer_is")
 """The extractors of training rewards and ``purerl grade``, in order."""
 EVAL_EXTRACTORS = ("boxed", "answer_is", "last_math")
@@ -54,29 +62,54 @@ class GradingTimeout(Exception):
 # ------------------------------------------------------------------------------------ extraction
 
 _BOX = re.compile(r"\\(?:boxed|fbox)\s*(\{)|\\boxed\s+([^\s$]+)")
-_BETWEEN_BOXES = re.compile(r"^[\s$,;]*(?:and|or|&)?[\s$,;]*$")
-"""What may stand between boxed answers that belong together (``\\boxed{1}, \\boxed{2}``)."""
+_BRACE = re.compile(r"(?<!\\)[{}]")
+"""A brace that counts: one after a backslash (``\\{``) neither opens nor closes a group."""
+_FILL = re.compile(r"[\s$,;]*")
+"""What may stand between boxed answers that belong together (``\\boxed{1}, \\boxed{2}``), around one
+"and" / "or" / "&"."""
+
+
+def _brace_pairs(text: str) -> dict[int, int]:
+    """``{open: close}`` positions of every balanced pair of braces in ``text``, in one pass."""
+    pairs: dict[int, int] = {}
+    stack: list[int] = []
+    for m in _BRACE.finditer(text):
+        if m.group() == "{":
+            stack.append(m.start())
+        elif stack:
+            pairs[stack.pop()] = m.start()
+    return pairs
 
 
 def _boxes(text: str) -> list[tuple[int, int, str]]:
-    """``(start, end, content)`` of every ``\\boxed{...}`` / ``\\fbox{...}`` / ``\\boxed x`` in ``text``."""
-    found = []
+    """``(start, end, content)`` of every ``\\boxed{...}`` / ``\\fbox{...}`` / ``\\boxed x`` in ``text``.
+
+    Linear: braces are matched once for the whole text, not rescanned from every box. A box inside
+    another box is part of that box's content, not an answer of its own.
+    """
+    pairs = _brace_pairs(text)
+    found: list[tuple[int, int, str]] = []
+    reach = 0  # end of the last box found: a box that starts before it is nested in it
     for m in _BOX.finditer(text):
+        if m.start() < reach:
+            continue
         if m.group(2) is not None:
             found.append((m.start(), m.end(), m.group(2)))
+        elif m.start(1) in pairs:  # an unclosed box is no answer
+            close = pairs[m.start(1)]
+            found.append((m.start(), close + 1, text[m.end(1) : close]))
+        else:
             continue
-        depth, start = 0, m.end(1)
-        for i in range(m.start(1), len(text)):
-            if text[i] == "\\":  # an escaped brace does not open or close a group
-                continue
-            if text[i] == "{" and (i == 0 or text[i - 1] != "\\"):
-                depth += 1
-            elif text[i] == "}" and text[i - 1] != "\\":
-                depth -= 1
-                if depth == 0:
-                    found.append((m.start(), i + 1, text[start:i]))
-                    break
+        reach = found[-1][1]
     return found
+
+
+def _joins(between: str) -> bool:
+    """Whether ``between`` is only fill (spaces, dollars, commas, semicolons) around at most one "and",
+    "or" or "&": the regex ``^[\\s$,;]*(?:and|or|&)?[\\s$,;]*$`` without its quadratic backtracking."""
+    lead = _FILL.match(between).end()
+    trail = len(between) - _FILL.match(between[::-1]).end()
+    return between[lead : max(lead, trail)] in ("", "and", "or", "&")
 
 
 def last_boxed(text: str) -> str | None:
@@ -100,10 +133,10 @@ def last_boxed(text: str) -> str | None:
         return None
     group = [boxes[-1]]
     for box in reversed(boxes[:-1]):
-        if not _BETWEEN_BOXES.match(text[box[1] : group[0][0]]):
+        if not _joins(text[box[1] : group[-1][0]]):
             break
-        group.insert(0, box)
-    return ", ".join(content.strip() for _, _, content in group)
+        group.append(box)
+    return ", ".join(content.strip() for _, _, content in reversed(group))
 
 
 _ANSWER_IS = re.compile(r"(?:final answer|answer)\s*(?:is|:)\s*(?::\s*)?", re.IGNORECASE)
@@ -133,7 +166,31 @@ def answer_is(text: str) -> str | None:
     return ans or None
 
 
-_MATH = re.compile(r"\$\$(.+?)\$\$|\$(.+?)\$|\\\((.+?)\\\)|\\\[(.+?)\\\]", re.DOTALL)
+_MATH_DELIMITERS = (("$$", "$$"), ("$", "$"), ("\\(", "\\)"), ("\\[", "\\]"))
+_MATH_OPEN = re.compile(r"\$|\\[(\[]")
+
+
+def _math_spans(text: str) -> list[str]:
+    """The contents of the math spans of ``text`` (``$$...$$``, ``$...$``, ``\\(...\\)``, ``\\[...\\]``,
+    each at least one character, the first closer ends it), left to right, in linear time: a lazy
+    regex for them rescans to the end from every unclosed ``\\(``; here a closer once missing stays
+    missing."""
+    spans, pos, missing = [], 0, set()
+    while (m := _MATH_OPEN.search(text, pos)) is not None:
+        i, pos = m.start(), m.start() + 1
+        for opener, closer in _MATH_DELIMITERS:
+            if closer in missing or not text.startswith(opener, i):
+                continue
+            end = text.find(closer, i + len(opener) + 1)  # the content is at least one character
+            if end < 0:
+                missing.add(closer)
+                continue
+            spans.append(text[i + len(opener) : end])
+            pos = end + len(closer)
+            break
+    return spans
+
+
 _NUMBER = re.compile(r"-?\d+(?:,\d{3})*(?:\.\d+)?(?:/\d+)?")
 
 
@@ -154,7 +211,7 @@ def last_math(text: str) -> str | None:
         return None
     sentences = [s for s in _SENTENCE_END.split(body.replace("\n\n", ". ")) if s.strip()]
     last = sentences[-1] if sentences else body
-    maths = [next(g for g in m.groups() if g is not None) for m in _MATH.finditer(last)]
+    maths = _math_spans(last)
     if maths:
         expr = maths[-1].split("=")[-1].strip()
         return expr or None
@@ -170,10 +227,13 @@ _EXTRACTOR_FNS: dict[str, Callable[[str], str | None]] = {
 
 
 def extract_answer(text: str, methods: Sequence[str] = EXTRACTORS) -> str | None:
-    """The final answer of ``text`` by the first method in ``methods`` that finds one."""
+    """The final answer of ``text`` by the first method in ``methods`` that finds one, searched for in
+    the last :data:`MAX_RESPONSE_CHARS` characters of ``text`` only."""
     for name in methods:
         if name not in _EXTRACTOR_FNS:
             raise ValueError(f"unknown answer extractor {name!r}; choose from {sorted(_EXTRACTOR_FNS)}")
+    text = text[-MAX_RESPONSE_CHARS:]
+    for name in methods:
         ans = _EXTRACTOR_FNS[name](text)
         if ans:
             return ans
@@ -200,10 +260,13 @@ def normalize(ans: str) -> str:
     return s
 
 
+_TRAILING = re.compile(r"[\s\\]*")
+
+
 def _clean(ans: str) -> str:
     """An answer without trailing backslashes and spaces (``185\\ `` -> ``185``): a trailing backslash
     would escape the closing brace of the ``\\boxed{...}`` the comparison wraps it in."""
-    return re.sub(r"(?:\\\s*|\s)+$", "", ans)
+    return ans[: len(ans) - _TRAILING.match(ans[::-1]).end()]  # from the end: no quadratic backtracking
 
 
 def _verify(pred: str, gold: str) -> bool:

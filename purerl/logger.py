@@ -9,10 +9,30 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from purerl.files import write_atomic
+
 log = logging.getLogger(__name__)
 
 BAR_KEYS = {"reward/accuracy": "acc", "eval/sampled_accuracy": "eval", "response/steps": "steps",
             "response/length": "len", "actor/kl": "kl"}  # fmt: skip
+
+
+def read_rows(path: str | Path) -> list[dict]:
+    """Rows of a JSONL log. A cut last line (a crash while writing it) is dropped with a warning; a bad
+    line elsewhere is an error naming the file and line."""
+    lines = Path(path).read_text(encoding="utf-8").splitlines()
+    rows = []
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError:
+            if number == len(lines):
+                log.warning("%s: dropped its cut last line %d (a crash while it was written)", path, number)
+                continue
+            raise ValueError(f"{path}, line {number}: not JSON") from None
+    return rows
 
 
 def _clean(value):
@@ -52,15 +72,33 @@ class RunLogger:
             self.wandb = wandb.init(project="purerl", dir=str(self.out), config=to_dict(cfg))
 
     @staticmethod
-    def _truncate(path: Path, start_step: int) -> None:
+    def _truncate(path: Path, start_step: int) -> list[str]:
+        """Keep the rows up to ``start_step`` (atomically); returns the rows removed."""
         if not path.exists():
-            return
-        rows = [line for line in path.read_text().splitlines() if line.strip()]
+            return []
+        rows = [json.dumps(r) for r in read_rows(path)]
         kept = [r for r in rows if json.loads(r)["step"] <= start_step] if start_step else []
-        path.write_text("".join(r + "\n" for r in kept))
+        write_atomic(path, "".join(r + "\n" for r in kept))
+        return rows[len(kept) :]
 
-    def progress(self, steps):
-        self.bar = tqdm(steps, desc="purerl train", initial=steps.start, total=steps.stop, dynamic_ncols=True)
+    def rewind(self, step: int, note: dict) -> None:
+        """Back to ``step`` (a roll-back): later rows move to ``rolled_back.jsonl`` with ``note``, not lost."""
+        moved = []
+        for path in (self.metrics_path, self.samples_path):
+            moved += [{**json.loads(r), "file": path.name, **note} for r in self._truncate(path, step)]
+        with (self.out / "rolled_back.jsonl").open("a") as f:
+            f.writelines(json.dumps(r) + "\n" for r in moved)
+        if self.bar is not None:
+            self.bar.n = step
+            self.bar.refresh()
+
+    def event(self, row: dict) -> None:
+        """One line in ``events.jsonl``: resumes, roll-backs, guard actions, stops."""
+        with (self.out / "events.jsonl").open("a") as f:
+            f.write(json.dumps(row) + "\n")
+
+    def progress(self, start: int, total: int) -> tqdm:
+        self.bar = tqdm(total=total, initial=start, desc="purerl train", dynamic_ncols=True)
         return self.bar
 
     def _write(self, step: int, metrics: dict) -> dict:
@@ -78,6 +116,7 @@ class RunLogger:
     def log_step(self, step: int, metrics: dict) -> dict:
         row = self._write(step, metrics)
         if self.bar is not None:
+            self.bar.update(step - self.bar.n)
             self.bar.set_postfix({short: f"{metrics[k]:.3g}" for k, short in BAR_KEYS.items() if k in metrics})
         return row
 

@@ -1,7 +1,8 @@
 """Model construction and loading: tiny transformers models for the built-in task, and the cache.
 
 Everything saves with ``save_pretrained`` and loads with ``from_pretrained``, the same code path a
-user's hub model or local folder takes.
+user's hub model or local folder takes. transformers is imported inside the functions that use it, so
+that :data:`KNOWN_MODELS` and :func:`resolve_model` answer a config check without loading it.
 """
 
 from __future__ import annotations
@@ -13,20 +14,13 @@ import random
 import shutil
 from dataclasses import asdict
 from pathlib import Path
-
-from transformers import (
-    AutoModelForCausalLM,
-    AutoModelForTokenClassification,
-    AutoTokenizer,
-    LlamaConfig,
-    LlamaForCausalLM,
-    LlamaForTokenClassification,
-    PreTrainedTokenizerBase,
-)
+from typing import TYPE_CHECKING
 
 from purerl.config import TinyModelConfig
 from purerl.tasks import arithmetic
-from purerl.tokenization import train_bpe_tokenizer
+
+if TYPE_CHECKING:
+    from transformers import LlamaConfig, LlamaForCausalLM, LlamaForTokenClassification, PreTrainedTokenizerBase
 
 
 def cache_root() -> Path:
@@ -74,6 +68,8 @@ def cache_key(*parts: object) -> str:
 
 def task_tokenizer(task: arithmetic.ArithmeticConfig, vocab_size: int = 320) -> PreTrainedTokenizerBase:
     """A byte-level BPE tokenizer trained on the built-in task's text."""
+    from purerl.tokenization import train_bpe_tokenizer
+
     rng = random.Random(0)
     corpus = []
     for _ in range(3000):
@@ -85,6 +81,8 @@ def task_tokenizer(task: arithmetic.ArithmeticConfig, vocab_size: int = 320) -> 
 
 
 def _llama_config(tokenizer: PreTrainedTokenizerBase, size: TinyModelConfig, **extra) -> LlamaConfig:
+    from transformers import LlamaConfig
+
     return LlamaConfig(
         vocab_size=len(tokenizer),
         hidden_size=size.hidden_size,
@@ -103,6 +101,7 @@ def _llama_config(tokenizer: PreTrainedTokenizerBase, size: TinyModelConfig, **e
 
 def new_policy(tokenizer: PreTrainedTokenizerBase, size: TinyModelConfig, seed: int) -> LlamaForCausalLM:
     import torch
+    from transformers import LlamaForCausalLM
 
     torch.manual_seed(seed)
     return LlamaForCausalLM(_llama_config(tokenizer, size))
@@ -110,6 +109,7 @@ def new_policy(tokenizer: PreTrainedTokenizerBase, size: TinyModelConfig, seed: 
 
 def new_prm(tokenizer: PreTrainedTokenizerBase, size: TinyModelConfig, seed: int) -> LlamaForTokenClassification:
     import torch
+    from transformers import LlamaForTokenClassification
 
     torch.manual_seed(seed)
     return LlamaForTokenClassification(_llama_config(tokenizer, size, num_labels=2))
@@ -156,6 +156,8 @@ def load_policy(path: str | Path, *, gguf_file: str | None = None, dtype: str | 
     float32) by transformers; the converted model is cached (``cache_root()/gguf-<key>``) so that the
     slow conversion runs once. ``trust_remote_code`` stays off unless asked for.
     """
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
     folder, gguf = resolve_model(path, gguf_file)
     torch_dtype = torch_dtype_of(dtype)
     if gguf is not None:
@@ -182,9 +184,12 @@ def load_policy(path: str | Path, *, gguf_file: str | None = None, dtype: str | 
 
 
 def load_prm_model(path: str | Path, *, dtype: str | None = None, device: str = "cpu", trust_remote_code: bool = False,
-                   auto_class=AutoModelForTokenClassification, **kwargs):  # fmt: skip
+                   auto_class=None, **kwargs):  # fmt: skip
     """``(model, tokenizer)`` of a PRM from a local folder or hub id (safetensors); ``auto_class`` picks
-    the head (token classification by default; a causal LM for Math-Shepherd)."""
+    the head (None: ``AutoModelForTokenClassification``; a causal LM for Math-Shepherd)."""
+    from transformers import AutoModelForTokenClassification, AutoTokenizer
+
+    auto_class = auto_class or AutoModelForTokenClassification
     model = auto_class.from_pretrained(
         path, dtype=torch_dtype_of(dtype), use_safetensors=True, trust_remote_code=trust_remote_code, **kwargs
     ).to(device)

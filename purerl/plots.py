@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import matplotlib
@@ -24,8 +23,10 @@ PANELS = [
 
 
 def read_metrics(path: str | Path) -> list[dict]:
-    """Rows of a ``metrics.jsonl``."""
-    return [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
+    """Rows of a ``metrics.jsonl`` (a cut last line dropped with a warning)."""
+    from purerl.logger import read_rows
+
+    return read_rows(path)
 
 
 def series(rows: list[dict], key: str) -> tuple[list[int], list[float]]:

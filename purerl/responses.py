@@ -5,15 +5,23 @@ responses to it in one field: a string or a list of strings. An optional labels 
 grades (a bool, or a list of bools, one per response) to compare with ours or to use as they are.
 ``purerl grade`` and ``purerl bon`` read these files; ``purerl bon --policy`` samples the responses
 from a policy instead (:func:`sample_responses`).
+
+Bad input is refused before any work with one line (:class:`~purerl.data.DataError`) naming the file,
+the row (counted from 0, as the grade report and :attr:`purerl.data.MathExample.row` count) and the
+field: a response that is not a string, an empty list of responses, labels that are not booleans or
+not one per response, a gold answer that is an object, an output path that cannot be written.
 """
 
 from __future__ import annotations
 
 import json
+import math
+import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
-from purerl.data import DataConfig, DataError, MathExample, load_examples, read_rows
+from purerl.data import DataConfig, DataError, MathExample, examples_from_rows, kind, read_rows
 
 GOLD_FIELDS = ("answer", "gt", "final_answer", "last_boxed:solution")
 """Field specs of the gold answer the CLI tries by default, first present wins."""
@@ -36,6 +44,40 @@ def _fields(row: dict) -> str:
     return ", ".join(row)
 
 
+def check_out_path(out: str | None, source: str | None = None) -> None:
+    """Refuse an output file that cannot be written (a folder, a missing or read-only folder, the input
+    ``source`` itself) before any work is done; None: no output."""
+    if not out:
+        return
+    path = Path(out)
+    folder = path.parent
+    if path.is_dir():
+        raise DataError(f"--out {out}: is a folder, expected a file path")
+    if not folder.is_dir():
+        raise DataError(f"--out {out}: {'no such folder' if not folder.exists() else 'not a folder'}: {folder}")
+    if not os.access(folder, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
+        raise DataError(f"--out {out}: not writable")
+    if source and path.exists() and Path(source).exists() and path.samefile(source):
+        raise DataError(f"--out {out}: is the input file (it would be overwritten)")
+
+
+def write_text(out: str, text: str) -> None:
+    """Write ``text`` to the file ``out``; a failure (disk full, ...) is one line naming it."""
+    try:
+        Path(out).write_text(text, encoding="utf-8")
+    except OSError as e:
+        raise DataError(f"--out {out}: cannot write ({e.strerror or e})") from None
+
+
+def check_extractors(names: Sequence[str]) -> None:
+    """Refuse an unknown answer extractor before any grading."""
+    from purerl.grading import EVAL_EXTRACTORS
+
+    for name in names:
+        if name not in EVAL_EXTRACTORS:
+            raise ValueError(f"--extract {name!r}: unknown answer extractor; choose from {', '.join(EVAL_EXTRACTORS)}")
+
+
 def read_response_rows(
     file: str,
     responses_field: str = "response",
@@ -49,40 +91,63 @@ def read_response_rows(
 
     Args:
         file: a JSONL / JSON / parquet file (see :func:`purerl.data.read_rows`).
-        responses_field: the field of each row's response(s): a string or a list of strings.
+        responses_field: the field of each row's response(s): a string or a non-empty list of strings.
         gold_specs: field specs of the gold answer, first present wins (``last_boxed:FIELD`` allowed).
         labels_field: the field of given grades, a bool or a list of bools (None: no labels).
         limit: keep the first N rows (None or 0: all).
         sample: ``sample(questions)`` -> responses per question, used in place of the file's
             responses (labels are then ignored: they grade other responses).
     """
-    rows = read_rows(file)
+    if limit is not None and limit < 0:
+        raise DataError(f"--limit must be >= 0, got {limit}")
+    rows = read_rows(file)[: limit or None]
     # every row is checked for a question and gold answer before any sampling starts
-    examples = load_examples(DataConfig(path=file, answer=list(gold_specs)), require_answer=True)
-    if limit:
-        rows, examples = rows[:limit], examples[:limit]
+    examples = examples_from_rows(rows, DataConfig(path=file, answer=list(gold_specs)), require_answer=True)
     if sample is not None:
-        sampled = sample([e.question for e in examples])
-        return [ResponseRow(row, e, list(r)) for row, e, r in zip(rows, examples, sampled)]
+        sampled = [list(r) for r in sample([e.question for e in examples])]
+        for n, responses in enumerate(sampled):
+            if not responses:
+                raise DataError(f"{file} row {n}: no responses were sampled")
+        return [ResponseRow(row, e, r) for row, e, r in zip(rows, examples, sampled)]
     out = []
     for n, (row, example) in enumerate(zip(rows, examples)):
-        responses = row.get(responses_field)
-        if responses is None:
-            raise DataError(f"{file} row {n}: no field {responses_field!r} (fields: {_fields(row)})")
-        responses = [responses] if isinstance(responses, str) else list(responses)
-        labels = _labels(row, labels_field, len(responses), f"{file} row {n}") if labels_field else None
+        where = f"{file} row {n}"
+        responses = _responses(row, responses_field, where)
+        labels = _labels(row, labels_field, len(responses), where) if labels_field else None
         out.append(ResponseRow(row, example, responses, labels))
     return out
 
 
-def _labels(row: dict, field: str, count: int, where: str) -> list:
-    """The given grades of a row: one per response."""
-    labels = row.get(field)
-    if labels is None:
+def _responses(row: dict, field: str, where: str) -> list[str]:
+    """The responses of a row: a string (one response) or a non-empty list of strings."""
+    if field not in row:
         raise DataError(f"{where}: no field {field!r} (fields: {_fields(row)})")
+    responses = row[field]
+    if isinstance(responses, str):
+        return [responses]
+    if not isinstance(responses, list):
+        raise DataError(f"{where}: field {field!r} holds {kind(responses)}; expected a string or a list of strings")
+    if not responses:
+        raise DataError(f"{where}: field {field!r} is an empty list (no responses)")
+    for k, text in enumerate(responses):
+        if not isinstance(text, str):
+            raise DataError(f"{where}: field {field!r} item {k} holds {kind(text)}; expected a string")
+    return responses
+
+
+def _labels(row: dict, field: str, count: int, where: str) -> list:
+    """The given grades of a row: one bool per response."""
+    if field not in row:
+        raise DataError(f"{where}: no field {field!r} (fields: {_fields(row)})")
+    labels = row[field]
     labels = [labels] if isinstance(labels, bool) else labels
+    if not isinstance(labels, list):
+        raise DataError(f"{where}: field {field!r} holds {kind(labels)}; expected true / false or a list of them")
     if len(labels) != count:
         raise DataError(f"{where}: {len(labels)} labels for {count} responses")
+    for k, label in enumerate(labels):
+        if not isinstance(label, bool):
+            raise DataError(f"{where}: field {field!r} item {k} holds {kind(label)}; expected true or false")
     return labels
 
 
@@ -126,6 +191,10 @@ def grade_report(rows: Sequence[ResponseRow], file: str, extract: Sequence[str] 
     """
     from purerl.grading import GradingConfig, extract_answer, grade
 
+    check_out_path(out, file)
+    check_extractors(extract)
+    if not (math.isfinite(timeout) and timeout > 0):
+        raise ValueError(f"--timeout must be a number of seconds > 0, got {timeout}")
     cfg = GradingConfig(extract=tuple(extract), timeout=timeout)
     total = correct = missing = agree = labelled = 0
     disagreements, graded_rows = [], []
@@ -145,8 +214,7 @@ def grade_report(rows: Sequence[ResponseRow], file: str, extract: Sequence[str] 
     if not total:  # no percentages of nothing
         raise DataError(f"{file}: no responses to grade")
     if out:
-        with open(out, "w") as f:
-            f.writelines(json.dumps(row) + "\n" for row in graded_rows)
+        write_text(out, "".join(json.dumps(row) + "\n" for row in graded_rows))
     lines = [
         f"file        {file}",
         f"responses   {total}",

@@ -24,15 +24,18 @@ Edge cases, decided once:
 from __future__ import annotations
 
 import bisect
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
+import regex as rx
 import torch
 
 DEFAULT_SEPARATOR = "\n\n"
+REGEX_TIMEOUT = 1.0
+"""Seconds one split of a response at a separator regex may take: a user's pattern that backtracks
+catastrophically (``(a|aa)+$`` on ``"aaa...!"``) stops with an error naming it instead of hanging."""
 
 
 @dataclass(frozen=True)
@@ -78,17 +81,34 @@ class StepBatch:
 
 
 @lru_cache(maxsize=64)
-def _compile(separator: str, regex: bool) -> re.Pattern[str]:
+def _compile(separator: str, is_regex: bool) -> rx.Pattern:
     if not separator:
         raise ValueError("the step separator must not be empty")
-    pattern = re.compile(separator if regex else re.escape(separator))
+    try:  # the `regex` package: re's syntax, plus a time limit on matching
+        pattern = rx.compile(separator if is_regex else rx.escape(separator))
+    except rx.error as err:
+        raise ValueError(f"the step separator regex {separator!r} is not a valid regular expression ({err})") from None
     if pattern.match("") is not None:
         raise ValueError(f"the step separator regex {separator!r} matches the empty string")
     return pattern
 
 
+def _finditer(pattern: rx.Pattern, text: str, separator: str) -> list:
+    """Every match of ``pattern`` in ``text``, within :data:`REGEX_TIMEOUT` seconds in all."""
+    try:
+        return list(pattern.finditer(text, timeout=REGEX_TIMEOUT))
+    except TimeoutError:
+        raise ValueError(
+            f"the step separator regex {separator!r} took over {REGEX_TIMEOUT:g} s on a response of "
+            f"{len(text)} characters (it backtracks catastrophically); simplify it"
+        ) from None
+
+
 def split_steps(text: str, separator: str = DEFAULT_SEPARATOR, *, regex: bool = False) -> list[Step]:
     """Split ``text`` into steps at ``separator`` (see the module docstring for the edge cases).
+
+    A separator regex that is invalid, matches the empty string, or takes over
+    :data:`REGEX_TIMEOUT` seconds on ``text`` raises a one-line ``ValueError`` naming it.
 
     >>> [s.text for s in split_steps("\\n\\nAdd 2.\\n\\n\\n\\nSo 4.\\n\\n")]
     ['Add 2.', 'So 4.']
@@ -98,7 +118,7 @@ def split_steps(text: str, separator: str = DEFAULT_SEPARATOR, *, regex: bool = 
     pattern = _compile(separator, regex)
     steps = []
     start = 0
-    for match in pattern.finditer(text):
+    for match in _finditer(pattern, text, separator):
         if text[start : match.start()].strip():
             steps.append(Step(text[start : match.start()], start, match.start()))
         start = match.end()

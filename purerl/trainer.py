@@ -17,9 +17,9 @@ from pathlib import Path
 
 import torch
 
+from purerl import checkpoint as ckpt
 from purerl import process_rewards as pipeline
 from purerl.builders import build_policy, build_prm, build_rollout, build_task
-from purerl.checkpoint import load_checkpoint, save_checkpoint, set_rng_states
 from purerl.config import AlgoConfig, TrainConfig, save_config, validate
 from purerl.kl import kl_penalty
 from purerl.logger import RunLogger
@@ -29,8 +29,11 @@ from purerl.process_rewards import CreditSettings, RewardBatch
 from purerl.prompts import COT_SYSTEM, format_prompt
 from purerl.rollout import Rollout, sample_answers
 from purerl.rollout.hf import sequence_logprobs
+from purerl.run_control import RunStopped, StopSignals, claim_run_folder
+from purerl.run_state import RunState, warmup
 from purerl.stats import masked_mean
 from purerl.steps import split_steps
+from purerl.validation import check_machine
 
 log = logging.getLogger(__name__)
 
@@ -53,11 +56,19 @@ class Batch(RewardBatch):
     rollout: Rollout | None = None
 
 
-class Trainer:
-    def __init__(self, cfg: TrainConfig, resume: bool = False):
+class Trainer(RunState):
+    """``purerl train``: ``resume`` continues from the newest complete checkpoint (or ``resume_from``, a
+    checkpoint folder); ``overwrite`` replaces a previous run in the folder; ``allow_change``: keys
+    (or sections) whose value may differ from the checkpoint's config on resume."""
+
+    def __init__(self, cfg: TrainConfig, resume: bool = False, overwrite: bool = False,
+                 allow_change: list[str] | tuple[str, ...] = (), resume_from: str | None = None):  # fmt: skip
         validate(cfg)  # every config error before any model is built
+        check_machine(cfg)  # devices and model paths, before the run folder is touched
         self.cfg = cfg
         self.out = Path(cfg.run.out_dir)
+        claim_run_folder(self.out, resume or resume_from is not None, overwrite)
+        found = self._find_resume(resume_from, list(allow_change)) if resume or resume_from else None
         self.out.mkdir(parents=True, exist_ok=True)
         if cfg.run.threads:
             torch.set_num_threads(cfg.run.threads)
@@ -80,40 +91,70 @@ class Trainer:
         torch.manual_seed(cfg.run.seed)
         trainable = [p for p in self.policy.parameters() if p.requires_grad]
         self.optimizer = torch.optim.AdamW(trainable, lr=cfg.algo.lr, weight_decay=0.0)
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda s: min(1.0, (s + 1) / 5))
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, warmup)
         self.data_rng = random.Random(f"data-{cfg.run.seed}")
         self.monitor = HackingMonitor()
-        self.step = 0
+        self.step, self.rollbacks, self.flags_since_save = 0, 0, set()
+        self.saved_step, self.saved, self.signals = -1, None, None
         self.history: list[dict] = []
-        if resume:
-            self._resume()
+        self.boundary: dict | None = None  # the state at the start of the current step, for a crash save
+        self.phase = "idle"
+        if found is not None:
+            self._restore(found.folder)
         save_config(cfg, self.out / "config.yaml")
         self.logger = RunLogger(self.out, cfg, start_step=self.step)
+        if found is not None:
+            self._log_resume(found)
 
     # ---------------------------------------------------------------------------------------- loop
 
     def train(self) -> list[dict]:
-        """Run to ``cfg.run.steps``; returns one metrics dict per step (evaluations included)."""
-        try:
-            if self.step == 0:
-                self.history.append(self.logger.log_eval(0, self.evaluate()))
-            for step in self.logger.progress(range(self.step, self.cfg.run.steps)):
-                self.step = step + 1
-                metrics = self.train_step()
-                if self.step % self.cfg.run.eval_every == 0 or self.step == self.cfg.run.steps:
-                    metrics.update(self.evaluate())
-                self.history.append(self.logger.log_step(self.step, metrics))
-                if self.step % self.cfg.run.checkpoint_every == 0 or self.step == self.cfg.run.steps:
-                    self.save()
-        except BaseException:
-            log.error("training stopped at step %d; saving a checkpoint first", self.step)
-            self.save(Path(self.out) / "checkpoint-crash")
-            raise
-        finally:
-            self.logger.close()
-        self.policy.save_pretrained(self.out / "final")
-        self.tokenizer.save_pretrained(self.out / "final")
+        """Run to ``cfg.run.steps``; returns one metrics dict per step (evaluations included).
+
+        SIGTERM / SIGINT stop it at the end of the current step with a checkpoint (:class:`RunStopped`,
+        exit code 128 + the signal); a crash before the step's update saves the state at the step's
+        start (resumable exactly); a crash inside the update leaves the last checkpoint as it is.
+        """
+        with StopSignals() as signals:
+            self.signals = signals
+            try:
+                self._loop(signals)
+            except RunStopped:
+                raise
+            except KeyboardInterrupt:  # a second signal: the step abandoned
+                self._save_on_crash()
+                raise RunStopped(f"stopped at once in step {self.step} by a second signal; last checkpoint: "
+                                 f"{self.saved or 'none'}; continue with --resume", 130) from None  # fmt: skip
+            except BaseException:
+                self._save_on_crash()
+                raise
+            finally:
+                self.logger.close()
+        ckpt.save_final(self.out / "final", self.policy, self.tokenizer)
         return self.history
+
+    def _loop(self, signals: StopSignals) -> None:
+        if self.step == 0 and not self.history:
+            self.history.append(self.logger.log_eval(0, self.evaluate()))
+            if "rollback" in vars(self.cfg.run.guards).values():
+                self.save()  # a clean state to roll back to before the first periodic checkpoint
+        self.logger.progress(self.step, self.cfg.run.steps)
+        while self.step < self.cfg.run.steps:
+            if signals.received:
+                raise signals.stopped(self.step, self.save() if self.saved_step != self.step else self.saved)
+            self.boundary, self.phase = self._state(), "start"
+            self.step += 1
+            metrics = self.train_step()
+            flags = self.monitor.update(metrics)
+            metrics.update({f"hack/{flag}": 1.0 for flag in flags})
+            if self.step % self.cfg.run.eval_every == 0 or self.step == self.cfg.run.steps:
+                metrics.update(self.evaluate())
+            self.history.append(self.logger.log_step(self.step, metrics))
+            self.boundary = None
+            if self._guard(flags):
+                continue  # rolled back
+            if self.step % self.cfg.run.checkpoint_every == 0 or self.step == self.cfg.run.steps:
+                self.save()
 
     def train_step(self) -> dict[str, float]:
         """One RL step; each phase reads from and writes to the same :class:`Batch`."""
@@ -213,6 +254,9 @@ class Trainer:
             kl_loss = masked_mean(kl_penalty(logprobs, batch.ref_logprobs[idx], algo.kl_estimator), mini.response_mask)
             loss = loss + algo.kl_coef * kl_loss
             m["kl_loss"] = kl_loss.detach()
+        if not torch.isfinite(loss):
+            raise RunStopped(f"non-finite loss ({loss.item()}) in step {self.step}, before its optimizer step; "
+                             f"last checkpoint: {self.saved or 'none'}", 4)  # fmt: skip
         loss.backward()
         m["grad_norm"] = torch.nn.utils.clip_grad_norm_(self.policy.parameters(), algo.grad_clip)
         self.optimizer.step()
@@ -257,50 +301,18 @@ class Trainer:
         if hasattr(self.prm, "truncated"):
             metrics["prm/truncated_inputs"] = float(self.prm.truncated)
         metrics["actor/lr"] = self.scheduler.get_last_lr()[0]
+        metrics["rollout/cut_prompts"] = float(getattr(batch.rollout, "cut_prompts", 0))
         metrics.update({f"time/{k}": v for k, v in self.timings.items()})
         total = sum(self.timings.values())
         metrics["time/step"] = total
         metrics["perf/tokens_per_second"] = batch.response_mask.sum().item() / max(total, 1e-9)
-        flags = self.monitor.update(metrics)
-        for flag in flags:
-            metrics[f"hack/{flag}"] = 1.0
         return metrics
 
     @contextmanager
     def timed(self, phase: str):
+        if self.signals is not None:
+            self.signals.check_urgent()
+        self.phase = phase
         start = time.perf_counter()
         yield
         self.timings[phase] = time.perf_counter() - start
-
-    # -------------------------------------------------------------------------------- checkpoints
-
-    def save(self, folder: Path | None = None) -> None:
-        state = {
-            "step": self.step,
-            "optimizer": self.optimizer.state_dict(),
-            "scheduler": self.scheduler.state_dict(),
-            "data_rng": self.data_rng.getstate(),
-            "monitor": vars(self.monitor),
-            "history": self.history,
-        }
-        save_checkpoint(folder or self.out / "checkpoint", self.policy, self.tokenizer, state)
-
-    def _resume(self) -> None:
-        folder = self.out / "checkpoint"
-        state = load_checkpoint(folder)
-        if self.lora:
-            from peft import set_peft_model_state_dict
-            from safetensors.torch import load_file
-
-            set_peft_model_state_dict(self.policy, load_file(folder / "policy" / "adapter_model.safetensors"))
-        else:
-            loaded = type(self.policy).from_pretrained(folder / "policy")
-            self.policy.load_state_dict(loaded.state_dict())
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.scheduler.load_state_dict(state["scheduler"])
-        self.data_rng.setstate(state["data_rng"])
-        vars(self.monitor).update(state["monitor"])
-        self.history = state["history"]
-        self.step = state["step"]
-        set_rng_states(state["rng"])
-        log.info("resumed from %s at step %d", folder, self.step)

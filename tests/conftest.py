@@ -80,3 +80,22 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+TINY_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "tiny.yaml"
+
+
+@pytest.fixture(scope="session")
+def tiny_cache(tmp_path_factory):
+    """A model cache with configs/tiny.yaml's models built once (by `purerl prepare`), so every run
+    loads them the same way. (A run that trains its models in-process first can differ from one that
+    loads them in the last float digits, though not in its random choices.)"""
+    import subprocess
+    import sys
+
+    folder = tmp_path_factory.mktemp("purerl_cache")
+    env = {**os.environ, "PURERL_CACHE": str(folder), "OMP_NUM_THREADS": "1"}
+    out = subprocess.run([sys.executable, "-m", "purerl", "prepare", str(TINY_CONFIG)], capture_output=True,
+                         text=True, timeout=600, env=env, cwd=TINY_CONFIG.parents[1])  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    return folder

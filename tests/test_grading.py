@@ -7,6 +7,8 @@ import json
 import time
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from purerl.grading import (
     GradingConfig,
@@ -173,3 +175,85 @@ def test_several_boxed_answers_in_the_last_sentence_are_one_answer():
     assert grade(r"The roots are \boxed{1}, \boxed{2}.", "1, 2") is True
     assert grade(r"The roots are \boxed{1}, \boxed{2}.", "1") is False
     assert last_boxed(r"first \boxed{1}, then \boxed{2}") == "2"  # other words between: the last box only
+
+
+# --------------------------------------------------------------- the linear extractors vs the old ones
+
+
+def _boxes_reference(text):
+    """The quadratic extractor the linear one replaced: a brace scan from every box to its close."""
+    import re
+
+    found = []
+    for m in re.finditer(r"\\(?:boxed|fbox)\s*(\{)|\\boxed\s+([^\s$]+)", text):
+        if m.group(2) is not None:
+            found.append((m.start(), m.end(), m.group(2)))
+            continue
+        depth, start = 0, m.end(1)
+        for i in range(m.start(1), len(text)):
+            if text[i] == "\\":
+                continue
+            if text[i] == "{" and (i == 0 or text[i - 1] != "\\"):
+                depth += 1
+            elif text[i] == "}" and text[i - 1] != "\\":
+                depth -= 1
+                if depth == 0:
+                    found.append((m.start(), i + 1, text[start:i]))
+                    break
+    return found
+
+
+def _last_boxed_reference(text):
+    import re
+
+    boxes = _boxes_reference(text)
+    if not boxes:
+        return None
+    group = [boxes[-1]]
+    for box in reversed(boxes[:-1]):
+        if not re.match(r"^[\s$,;]*(?:and|or|&)?[\s$,;]*$", text[box[1] : group[0][0]]):
+            break
+        group.insert(0, box)
+    return ", ".join(content.strip() for _, _, content in group)
+
+
+def _math_spans_reference(text):
+    import re
+
+    pattern = re.compile(r"\$\$(.+?)\$\$|\$(.+?)\$|\\\((.+?)\\\)|\\\[(.+?)\\\]", re.DOTALL)
+    return [next(g for g in m.groups() if g is not None) for m in pattern.finditer(text)]
+
+
+_PIECES = ["\\boxed", "\\fbox", "{", "}", "\\", " ", "\n", "$", "$$", ",", ";", "and", "or", "&", "x", "1",
+           ".", "answer is", "Answer:", "\\(", "\\)", "\\[", "\\]", "=", "2.5", "\t"]  # fmt: skip
+
+
+@settings(max_examples=1500, deadline=None)
+@given(st.lists(st.sampled_from(_PIECES), max_size=30).map("".join))
+def test_the_linear_extractors_agree_with_the_quadratic_ones(text):
+    """On any text the one-pass extractors give what the old rescanning ones gave; the one change: a box
+    nested inside another box is part of its content, no answer of its own (the old gave both, joined)."""
+    import re
+
+    from purerl.grading import _clean, _math_spans
+
+    assert _math_spans(text) == _math_spans_reference(text)
+    assert _clean(text) == re.sub(r"(?:\\\s*|\s)+$", "", text)
+    boxes = _boxes_reference(text)
+    if all(a[1] <= b[0] for a, b in zip(boxes, boxes[1:])):  # no box inside another
+        assert last_boxed(text) == _last_boxed_reference(text)
+
+
+def test_a_box_inside_a_box_is_part_of_its_content():
+    assert last_boxed(r"\boxed{\boxed{1}}") == r"\boxed{1}"  # the old extractor said "\boxed{1}, 1"
+    assert last_boxed(r"\boxed{a \fbox{2} b}, \boxed{3}") == r"a \fbox{2} b, 3"
+    assert last_boxed(r"\boxed{ open \boxed{5}") == "5"  # an unclosed box contains nothing
+
+
+def test_only_the_end_of_a_long_response_is_searched():
+    from purerl.grading import MAX_RESPONSE_CHARS
+
+    filler = "x" * MAX_RESPONSE_CHARS
+    assert extract_answer(r"\boxed{1}" + filler) is None  # before the last MAX_RESPONSE_CHARS: not seen
+    assert extract_answer(filler + r"\boxed{1}") == "1"
+    assert last_boxed(r"\boxed{1}" + filler) == "1"  # the extractors themselves take any length

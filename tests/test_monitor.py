@@ -76,3 +76,22 @@ def test_response_metrics_on_a_tiny_batch():
     assert m["response/truncated"] == 0.25
     assert abs(m["prm/min_raw"] - (-0.2 + 0.9 + 0.1) / 3) < 1e-9  # NaN scores and unscored responses dropped
     assert repetition_score(["x", " x ", "y"]) == 1 / 3
+
+
+def latency(pattern: dict, start: int = 6, steps: int = 12, **base) -> int | None:
+    """Steps from the first step showing ``pattern`` to the first flag (None: never), after a healthy start."""
+    flags = flags_over([row(**base)] * start + [row(**{**base, **pattern})] * steps)
+    return next((i - start for i, f in enumerate(flags) if f and i >= start), None)
+
+
+def test_detection_latency_in_steps():
+    """The numbers docs/reliability.md gives: the shape detectors fire on the step the pattern appears;
+    proxy divergence needs its 5-step window's means to cross (+0.25 PRM, -0.05 accuracy)."""
+    assert latency({"truncated": 0.6}) == 0
+    assert latency({"steps": 8.5}) == 0
+    assert latency({"zero": 0.3}) == 0
+    assert latency({"one": 0.6}) == 0
+    assert latency({"rep": 0.4}) == 0
+    assert latency({"prm": 0.0, "acc": 0.3}, prm=-0.5, acc=0.4) == 2  # +0.5 PRM, -0.1 accuracy
+    assert latency({"prm": 0.5, "acc": 0.1}, prm=-0.5, acc=0.4) == 1  # +1.0 PRM, -0.3 accuracy
+    assert latency({"prm": -0.4, "acc": 0.3}, prm=-0.5, acc=0.4) is None  # +0.1 PRM: below the threshold

@@ -42,7 +42,14 @@ BAD = [
     (["data.task=dataset"], "data.task=dataset needs data.train.path"),
     (["run.eval_every=0"], "run.eval_every must be positive"),
     (["run.checkpoint_every=0"], "run.checkpoint_every must be positive"),
-    (["run.steps=-1"], "run.steps must be >= 0"),
+    (["run.steps=-1"], "run.steps must be positive, got -1"),
+    (["run.steps=0"], "run.steps must be positive, got 0"),
+    (["run.keep_checkpoints=0"], "run.keep_checkpoints must be positive"),
+    (["run.guards.zero_steps=explode"], "run.guards.zero_steps='explode': choose one of"),
+    (["run.guards.rollback_lr_factor=2"], r"run.guards.rollback_lr_factor must lie in \(0, 1\]"),
+    (["run.guards.max_rollbacks=-1"], "run.guards.max_rollbacks must be >= 0"),
+    (["rollout.context=-1"], "rollout.context must be >= 0"),
+    (["rollout.context=64", "rollout.max_new_tokens=64"], "leaves no room for a prompt in rollout.context=64"),
     (["run.threads=-2"], "run.threads must be >= 0"),
     (["rollout.temperature=0"], "rollout.temperature must be > 0"),
     (["algo.lr=0"], "algo.lr must be > 0"),
@@ -144,3 +151,37 @@ def test_every_built_in_entry_resolves_to_what_its_protocol_needs():
         assert hasattr(ROLLOUT_BACKENDS.resolve(name), "generate"), name
     with pytest.raises(ValueError, match=r"registered already"):
         TRANSFORMS.register("min", lambda r, m, t: r)
+
+
+MACHINE = [
+    (["policy.device=garbage"], "policy.device='garbage': not a device torch knows"),
+    (["prm.device=cuda:99"], "prm.device='cuda:99': "),
+    (["policy.device=meta"], "policy.device='meta': purerl cannot run a model on 'meta'"),
+    (["policy.path=./no/such/policy"], "policy.path='./no/such/policy': no such file or folder"),
+    (["prm.path=/no/such/prm"], "prm.path='/no/such/prm': no such file or folder"),
+]
+
+
+@pytest.mark.parametrize(("overrides", "message"), MACHINE, ids=lambda x: x if isinstance(x, str) else " ".join(x))
+def test_the_machine_check_names_the_key_before_the_first_model_loads(overrides, message, monkeypatch):
+    """Devices and model paths are checked against this machine right before a model loads, not when a
+    config loads: configs/paper.yaml (device: cuda) still loads on a laptop, to be read or checked."""
+    import re
+
+    from purerl.validation import check_machine
+
+    def boom(*args, **kwargs):
+        raise AssertionError("a model was loaded before the machine check")
+
+    cfg = load_config(None, overrides)
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        check_machine(cfg)
+    monkeypatch.setattr(purerl.builders, "load_policy", boom)
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        purerl.builders.build_policy(cfg)
+
+
+def test_the_machine_check_skips_a_prm_that_a_vr_only_run_never_builds():
+    from purerl.validation import check_machine
+
+    check_machine(load_config(None, ["algo.reward=vr", "prm.device=garbage", "prm.path=./no/such/prm"]))

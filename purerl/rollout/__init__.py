@@ -24,6 +24,9 @@ class Rollout:
         response_mask: (B, T) 1 on response tokens up to and including EOS.
         prompt_len: P, the padded prompt width.
         truncated: (B,) bool, True where no EOS came before the length cap.
+        prompt_cut: (B,) bool, True where the prompt was longer than the policy's context leaves room
+            for and its beginning was cut off (:func:`purerl.rollout.hf.encode_prompts`); all False
+            when not given.
     """
 
     input_ids: torch.Tensor
@@ -31,6 +34,16 @@ class Rollout:
     response_mask: torch.Tensor
     prompt_len: int
     truncated: torch.Tensor
+    prompt_cut: torch.Tensor | None = None
+
+    def __post_init__(self) -> None:
+        if self.prompt_cut is None:
+            self.prompt_cut = torch.zeros(self.input_ids.shape[0], dtype=torch.bool, device=self.input_ids.device)
+
+    @property
+    def cut_prompts(self) -> int:
+        """How many rows' prompts were cut to fit the context (a prompt repeated K times counts K times)."""
+        return int(self.prompt_cut.sum())
 
     @property
     def response_ids(self) -> torch.Tensor:
@@ -45,6 +58,7 @@ class Rollout:
             self.response_mask[index],
             self.prompt_len,
             self.truncated[index],
+            self.prompt_cut[index],
         )
 
     def response_id_lists(self) -> list[list[int]]:
@@ -62,7 +76,9 @@ class RolloutBackend(Protocol):
 
     def generate(self, prompts: Sequence[str], *, max_new_tokens: int, temperature: float = 1.0,
                  greedy: bool = False) -> Rollout:  # fmt: skip
-        """One response per prompt (repeat a prompt for K samples), laid out as a :class:`Rollout`."""
+        """One response per prompt (repeat a prompt for K samples), laid out as a :class:`Rollout`.
+        A prompt longer than the policy's context allows is cut from the left and marked in
+        ``Rollout.prompt_cut`` (the ``hf`` backend's rule: :func:`purerl.rollout.hf.prompt_budget`)."""
         ...
 
 
@@ -84,7 +100,8 @@ def sample_answers(
     greedy: bool = False,
     grade: Callable[[int, str], bool | None] | None = None,
 ) -> Answers:
-    """Generate one response per prompt, decode it (special tokens dropped), and grade it.
+    """Generate one response per prompt, decode it (special tokens dropped), and grade it. Prompts too
+    long for the policy's context are cut by the backend; ``answers.rollout.cut_prompts`` counts them.
 
     Args:
         backend: a :class:`RolloutBackend`.

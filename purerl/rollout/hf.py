@@ -1,4 +1,14 @@
-"""The transformers ``generate`` backend: batched sampling with a KV cache."""
+"""The transformers ``generate`` backend: batched sampling with a KV cache.
+
+Prompts longer than the policy's context are cut, by one rule (:func:`prompt_budget`): a prompt may
+hold ``context - max_new_tokens`` tokens, where ``context`` is the model config's
+``max_position_embeddings`` (else ``n_positions`` / ``n_ctx``, else the tokenizer's ``model_max_length``
+when below 10^7; none known: no limit). A longer prompt keeps its last tokens (its end holds the
+question and a chat template's assistant header) and is marked in ``Rollout.prompt_cut``; a
+``max_new_tokens`` that alone fills the context is a ``ValueError``. To keep a huge prompt (1 MB) cheap
+to tokenize, only its last ``budget * PRECUT_CHARS_PER_TOKEN`` characters are tokenized (such a prompt
+counts as cut even if, rarely, those characters make fewer tokens than the budget).
+"""
 
 from __future__ import annotations
 
@@ -8,6 +18,64 @@ from collections.abc import Sequence
 import torch
 
 from purerl.rollout import Rollout
+
+PRECUT_CHARS_PER_TOKEN = 32
+"""Characters kept per token of budget before tokenizing a long prompt (tokens are rarely longer)."""
+SANE_MAX_LENGTH = 10**7
+"""A tokenizer's ``model_max_length`` at or above this means "unknown" (transformers writes 1e30)."""
+
+
+def model_context(model, tokenizer) -> int | None:
+    """The positions the policy can attend to (see the module docstring), or None when unknown."""
+    config = getattr(model, "config", None)
+    if config is not None and hasattr(config, "get_text_config"):
+        config = config.get_text_config()
+    for name in ("max_position_embeddings", "n_positions", "n_ctx"):
+        value = getattr(config, name, None)
+        if isinstance(value, int) and value > 0:
+            return value
+    length = getattr(tokenizer, "model_max_length", None)
+    return length if isinstance(length, int) and 0 < length < SANE_MAX_LENGTH else None
+
+
+def prompt_budget(context: int | None, max_new_tokens: int) -> int | None:
+    """Prompt tokens allowed: ``context - max_new_tokens`` (None: no limit).
+
+    >>> prompt_budget(256, 80), prompt_budget(None, 80)
+    (176, None)
+    """
+    if context is None:
+        return None
+    if max_new_tokens >= context:
+        raise ValueError(
+            f"max_new_tokens={max_new_tokens} leaves no room for a prompt: the policy's context is {context} "
+            "positions (its config's max_position_embeddings or n_positions, else the tokenizer's model_max_length); "
+            "use fewer new tokens, or a model with a longer context"
+        )
+    return context - max_new_tokens
+
+
+def encode_prompts(tokenizer, prompts: Sequence[str], budget: int | None):
+    """``(input_ids (B, P), attention_mask (B, P), prompt_cut (B,) bool)``: the prompts tokenized (no
+    special tokens added), each cut to its last ``budget`` tokens, left-padded with the pad token."""
+    texts, cut = list(prompts), [False] * len(prompts)
+    if budget is not None:
+        chars = budget * PRECUT_CHARS_PER_TOKEN
+        cut = [len(t) > chars for t in texts]
+        texts = [t[-chars:] for t in texts]
+    ids = tokenizer(texts, add_special_tokens=False)["input_ids"]
+    if budget is not None:
+        cut = [c or len(row) > budget for c, row in zip(cut, ids)]
+        ids = [row[-budget:] for row in ids]
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    width = max((len(row) for row in ids), default=0)
+    input_ids = torch.full((len(ids), width), pad, dtype=torch.long)
+    attention_mask = torch.zeros((len(ids), width), dtype=torch.long)
+    for i, row in enumerate(ids):
+        if row:
+            input_ids[i, width - len(row) :] = torch.tensor(row, dtype=torch.long)
+            attention_mask[i, width - len(row) :] = 1
+    return input_ids, attention_mask, torch.tensor(cut, dtype=torch.bool)
 
 
 @torch.no_grad()
@@ -19,12 +87,16 @@ def generate(
     max_new_tokens: int,
     temperature: float = 1.0,
     greedy: bool = False,
+    context: int | None = None,
 ) -> Rollout:
-    """Sample one response per prompt (repeat prompts for K samples each)."""
+    """Sample one response per prompt (repeat prompts for K samples each); prompts too long for the
+    context (``context``, else the model's: module docstring) are cut from the left and marked in
+    ``Rollout.prompt_cut``."""
+    budget = prompt_budget(context or model_context(model, tokenizer), max_new_tokens)
     tokenizer.padding_side = "left"
-    enc = tokenizer(list(prompts), return_tensors="pt", padding=True, add_special_tokens=False)
+    prompt_ids, prompt_mask, prompt_cut = encode_prompts(tokenizer, prompts, budget)
     device = next(model.parameters()).device
-    prompt_ids, prompt_mask = enc["input_ids"].to(device), enc["attention_mask"].to(device)
+    prompt_ids, prompt_mask = prompt_ids.to(device), prompt_mask.to(device)
     out = model.generate(
         input_ids=prompt_ids,
         attention_mask=prompt_mask,
@@ -46,21 +118,22 @@ def generate(
     response = torch.where(response_mask.bool(), response, torch.full_like(response, tokenizer.pad_token_id))
     input_ids = torch.cat([prompt_ids, response], dim=1)
     attention_mask = torch.cat([prompt_mask, response_mask], dim=1)
-    return Rollout(input_ids, attention_mask, response_mask, prompt_len, truncated)
+    return Rollout(input_ids, attention_mask, response_mask, prompt_len, truncated, prompt_cut.to(device))
 
 
 class HFGenerate:
     """The ``hf`` rollout backend: transformers ``generate`` on the policy itself (so it always samples
     from the current weights)."""
 
-    def __init__(self, model, tokenizer):
+    def __init__(self, model, tokenizer, context: int | None = None):
         self.model = model
         self.tokenizer = tokenizer
+        self.context = context
 
     def generate(self, prompts: Sequence[str], *, max_new_tokens: int, temperature: float = 1.0,
                  greedy: bool = False) -> Rollout:  # fmt: skip
         return generate(self.model, self.tokenizer, prompts, max_new_tokens=max_new_tokens, temperature=temperature,
-                        greedy=greedy)  # fmt: skip
+                        greedy=greedy, context=self.context)  # fmt: skip
 
 
 def _keeps_logits(model) -> bool:
