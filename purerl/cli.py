@@ -7,6 +7,7 @@ import logging
 import sys
 
 from purerl import __version__
+from purerl.cli_prm import ADDERS
 from purerl.failures import EXIT_INTERRUPTED, EXIT_USAGE, report_failure
 from purerl.responses import GOLD_FIELDS
 from purerl.validation import check_model_path
@@ -62,9 +63,10 @@ def _train(args: argparse.Namespace) -> str:
     cfg = load_config(args.config, args.overrides)  # first: a bad key or value answers before torch loads
     _quiet_transformers()
     from purerl.report import summarize_run
-    from purerl.run_control import RunStopped
+    from purerl.run_control import RunStopped, StopSignals
     from purerl.trainer import Trainer
 
+    StopSignals.exit_after_stop = True  # this process ends with the run
     try:
         Trainer(cfg, resume=args.resume, overwrite=args.overwrite, allow_change=args.allow_change,
                 resume_from=args.resume_from).train()  # fmt: skip
@@ -324,7 +326,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"purerl {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for add in (_add_credit, _add_train, _add_prepare, _add_compare, _add_grade, _add_bon, _add_eval, _add_steps):
+    for add in (_add_credit, _add_train, _add_prepare, _add_compare, _add_grade, _add_bon, _add_eval, _add_steps,
+                *ADDERS):  # fmt: skip
         add(sub)
     return parser
 

@@ -125,6 +125,9 @@ class StopSignals:
     (``received`` holds its number), a second stops at once (KeyboardInterrupt). A no-op outside the
     main thread (where Python cannot install handlers)."""
 
+    exit_after_stop = False
+    """Set by the command line, whose process ends when a signal stops the run."""
+
     def __init__(self):
         self.received: int | None = None
         self._previous: dict[int, Any] = {}
@@ -163,7 +166,9 @@ class StopSignals:
 
     def __exit__(self, *exc) -> None:
         for sig, handler in self._previous.items():
-            signal.signal(sig, handler)
+            # a process that exits on the stop ignores a late second signal (it would land in interpreter
+            # shutdown as a traceback); in-process callers get their handlers back
+            signal.signal(sig, signal.SIG_IGN if self.received is not None and self.exit_after_stop else handler)
 
     def stopped(self, step: int, saved: Path | None) -> RunStopped:
         name = signal.Signals(self.received).name

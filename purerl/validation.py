@@ -32,7 +32,8 @@ SCORE_MAPS = ("none", "affine")
 
 def check(cfg: TrainConfig) -> None:
     """Raise :class:`purerl.config.ConfigError` naming the first key whose value does not fit."""
-    from purerl.config import ConfigError, task_name
+    from purerl.config import task_name
+    from purerl.config_io import ConfigError
 
     try:
         load_plugins(cfg.plugins)
@@ -51,7 +52,7 @@ def check(cfg: TrainConfig) -> None:
 
 
 def _check_choices(cfg: TrainConfig, task: str) -> None:
-    from purerl.config import ConfigError
+    from purerl.config_io import ConfigError
     from purerl.prompts import TEMPLATES
 
     choices = {
@@ -70,7 +71,7 @@ def _check_choices(cfg: TrainConfig, task: str) -> None:
 
 
 def _check_numbers(cfg: TrainConfig) -> None:
-    from purerl.config import ConfigError
+    from purerl.config_io import ConfigError
 
     r, a, run = cfg.rollout, cfg.algo, cfg.run
     at_least = {
@@ -111,7 +112,7 @@ def check_machine(cfg: TrainConfig) -> None:
     """Raise :class:`purerl.config.ConfigError` naming the key when a device of ``cfg`` does not exist on
     this machine or a model path cannot be found: the policy's always, the PRM's when rewards use it.
     Loads no model (torch only to ask about a device other than ``cpu``)."""
-    from purerl.config import ConfigError
+    from purerl.config_io import ConfigError
 
     sections = {"policy": cfg.policy}
     if cfg.algo.reward != "vr":
@@ -229,7 +230,7 @@ def _in_hub_cache(repo_id: str) -> bool:
 
 def _check_run_safety(run) -> None:
     """``run.keep_checkpoints`` and ``run.guards`` (purerl.run_control)."""
-    from purerl.config import ConfigError
+    from purerl.config_io import ConfigError
     from purerl.run_control import GUARD_ACTIONS
 
     if run.keep_checkpoints < 1:

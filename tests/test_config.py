@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from purerl.config import ConfigError, TrainConfig, load_config, save_config
+from purerl.config import TrainConfig, load_config, save_config
+from purerl.config_io import ConfigError
 
 CONFIGS = sorted((Path(__file__).parent.parent / "configs").glob("*.yaml"))
 

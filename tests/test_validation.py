@@ -11,7 +11,8 @@ import pytest
 
 import purerl.builders
 import purerl.trainer
-from purerl.config import ConfigError, TrainConfig, load_config
+from purerl.config import TrainConfig, load_config
+from purerl.config_io import ConfigError
 from purerl.registry import KL_ESTIMATORS, PRMS, ROLLOUT_BACKENDS, TASKS, TRANSFORMS
 
 
