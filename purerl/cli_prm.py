@@ -71,15 +71,18 @@ def add_label_steps(sub) -> None:
     )
     p.add_argument("file", help="problems with gold answers (JSONL / JSON / parquet / datasets folder)")
     p.add_argument("--out", required=True, help="stepwise JSONL to write (appended to when resuming)")
-    p.add_argument("--policy", required=True, help="the completing policy: folder, hub id, .gguf, known name")
+    policy_help = "the completing policy: folder, hub id, .gguf, known name, builtin, builtin:CONFIG.yaml"
+    p.add_argument("--policy", required=True, help=policy_help)
     p.add_argument("--question", nargs="+", default=["question", "problem", "prompt"], help="question field spec(s)")
     p.add_argument("--gold", nargs="+", default=["answer", "gt", "final_answer", "last_boxed:solution"],
                    help="gold answer field spec(s)")  # fmt: skip
-    p.add_argument("--responses", help="field of the solution(s) to label (a string or a list); else sampled")
+    p.add_argument("--responses", help="field of the solution(s) to label (a string or a list; overrides --solutions)")
     p.add_argument("--solutions", type=int, default=1, help="solutions sampled per problem without --responses")
     p.add_argument("--separator", default="\n\n", help="step separator of the solutions")
     p.add_argument("--k", type=int, default=8, help="completions per step prefix")
     p.add_argument("--mode", choices=["hard", "soft"], default="hard", help="hard: any completion; soft: share")
+    p.add_argument("--stop-at-first-error", action=argparse.BooleanOptionalAction, default=True,
+                   help="label the steps after the first wrong one wrong without sampling (default: on)")  # fmt: skip
     p.add_argument("--template", default="raw", help="prompt template of the policy (raw, chat, qwen_math_cot, ...)")
     p.add_argument("--max-new-tokens", type=int, default=512)
     p.add_argument("--temperature", type=float, default=1.0)
