@@ -194,3 +194,16 @@ def test_the_trained_prm_drives_purerl_train_by_config_alone(policy, steps_file,
     assert done.returncode == 0, done.stderr
     row = json.loads((tmp_path / "run" / "metrics.jsonl").read_text().splitlines()[-1])
     assert row["step"] == 1 and row["prm/step_mean"] is not None
+
+
+def test_the_trained_prm_ranks_responses_in_purerl_bon(policy, steps_file, tmp_path, capsys):
+    out = tmp_path / "prm"
+    assert train_prm(policy, steps_file, out) == 0
+    rows = tmp_path / "responses.jsonl"
+    good, bad = "1+2=3\n\nThe answer is \\boxed{3}.", "1+2=4\n\nThe answer is \\boxed{4}."
+    rows.write_text(json.dumps({"question": "Q: (1+2) mod 10\nA:\n", "answer": "3", "response": [good, bad]}) + "\n")
+    capsys.readouterr()
+    assert main(["bon", str(rows), "--prm", str(out / "final")]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    ranked = {line.split()[0] for line in lines if line.split() and line.split()[0] in ("min", "weighted_min")}
+    assert ranked == {"min", "weighted_min"}  # the PRM's aggregations are in the table: it loaded and scored
