@@ -238,3 +238,16 @@ def save_final(folder: Path, model, tokenizer) -> Path:
     fsync(folder.parent)
     shutil.rmtree(old, ignore_errors=True)
     return folder
+
+
+def load_weights(model, folder: Path, adapter: bool) -> None:
+    """Load a checkpoint's ``policy/`` weights into the live ``model``: its LoRA adapter (and the modules
+    peft saves with it) when ``adapter``, else every weight."""
+    folder = Path(folder) / "policy"
+    if adapter:
+        from peft import set_peft_model_state_dict
+        from safetensors.torch import load_file
+
+        set_peft_model_state_dict(model, load_file(folder / "adapter_model.safetensors"))
+    else:
+        model.load_state_dict(type(model).from_pretrained(folder).state_dict())

@@ -102,14 +102,7 @@ class RunState:
     def _restore(self, folder: Path, lr: float | None = None) -> None:
         """Load a checkpoint folder into the live trainer (weights, optimizer, RNGs, data position, logs)."""
         state = ckpt.load_state(folder)
-        if self.lora:
-            from peft import set_peft_model_state_dict
-            from safetensors.torch import load_file
-
-            set_peft_model_state_dict(self.policy, load_file(folder / "policy" / "adapter_model.safetensors"))
-        else:
-            loaded = type(self.policy).from_pretrained(folder / "policy")
-            self.policy.load_state_dict(loaded.state_dict())
+        ckpt.load_weights(self.policy, folder, adapter=self.lora)
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         if lr is not None or "algo.lr" in getattr(self, "resume_changes", {}):

@@ -315,14 +315,7 @@ class PRMTrainer:
         name = state["stage"]  # the stage whose optimizer the checkpoint holds
         stage, steps = next((s, n) for nm, s, n in self.plan if nm == name)
         self._enter(name, stage, steps)
-        if hasattr(self.model, "peft_config"):
-            from peft import set_peft_model_state_dict
-            from safetensors.torch import load_file
-
-            set_peft_model_state_dict(self.model, load_file(folder / "policy" / "adapter_model.safetensors"))
-        else:
-            loaded = type(self.model).from_pretrained(folder / "policy")
-            self.model.load_state_dict(loaded.state_dict())
+        ckpt.load_weights(self.model, folder, adapter=hasattr(self.model, "peft_config"))
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         ckpt.set_rng_states(state["rng"])
