@@ -44,7 +44,10 @@ def rng_states() -> dict[str, Any]:
     kind, keys, pos, has_gauss, gauss = np.random.get_state()
     numpy = {"kind": kind, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
              "has_gauss": int(has_gauss), "gauss": float(gauss)}  # fmt: skip
-    return {"python": random.getstate(), "numpy": numpy, "torch": torch.get_rng_state()}
+    states = {"python": random.getstate(), "numpy": numpy, "torch": torch.get_rng_state()}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():  # sampling on a GPU draws from these
+        states["cuda"] = torch.cuda.get_rng_state_all()
+    return states
 
 
 def set_rng_states(states: dict[str, Any]) -> None:
@@ -52,6 +55,8 @@ def set_rng_states(states: dict[str, Any]) -> None:
     n = states["numpy"]
     np.random.set_state((n["kind"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["gauss"]))
     torch.set_rng_state(states["torch"])
+    if "cuda" in states and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(states["cuda"])
 
 
 def _sha256(path: Path) -> str:
@@ -174,6 +179,26 @@ def newest(root: Path, acting: set[str] | None = None) -> Found:
     if (Path(root) / "checkpoint").exists():
         legacy = " (a checkpoint/ folder of the layout before checkpoints/ cannot be resumed)"
     raise ValueError(f"no {what} in {Path(root) / FOLDER}{detail}{legacy}")
+
+
+def set_aside_newer(root: Path, step: int) -> list[Path]:
+    """Move the checkpoint folders of steps after ``step`` (a run continued from an older checkpoint:
+    ``--resume-from``, a roll-back) into ``checkpoints/abandoned/``, where resume and pruning never look
+    and nothing is deleted; points ``LATEST`` at ``step``'s folder. Returns the new places."""
+    moved = []
+    for folder in checkpoints(root):
+        if int(folder.name[len(PREFIX) :]) > step:
+            target = Path(root) / FOLDER / "abandoned" / folder.name
+            suffix = 1
+            while target.exists():
+                target, suffix = target.with_name(f"{folder.name}.{suffix}"), suffix + 1
+            target.parent.mkdir(exist_ok=True)
+            folder.rename(target)
+            moved.append(target)
+    if moved:
+        write_atomic(Path(root) / FOLDER / "LATEST", step_folder(root, step).name + "\n")
+        log.warning("continuing from step %d: newer checkpoints moved to %s", step, moved[0].parent)
+    return moved
 
 
 def prune(root: Path, keep: int, acting: set[str] | frozenset[str] = frozenset()) -> list[Path]:

@@ -77,7 +77,7 @@ class RunLogger:
         if not path.exists():
             return []
         rows = [json.dumps(r) for r in read_rows(path)]
-        kept = [r for r in rows if json.loads(r)["step"] <= start_step] if start_step else []
+        kept = [r for r in rows if json.loads(r)["step"] <= start_step]  # step 0: the evaluation at the start
         write_atomic(path, "".join(r + "\n" for r in kept))
         return rows[len(kept) :]
 

@@ -102,6 +102,7 @@ class RunState:
     def _restore(self, folder: Path, lr: float | None = None) -> None:
         """Load a checkpoint folder into the live trainer (weights, optimizer, RNGs, data position, logs)."""
         state = ckpt.load_state(folder)
+        ckpt.set_aside_newer(self.out, state["step"])  # a trajectory continued from here must not mix with them
         ckpt.load_weights(self.policy, folder, adapter=self.lora)
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])

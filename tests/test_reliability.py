@@ -298,3 +298,31 @@ def test_a_cut_last_log_line_is_dropped_with_a_warning(tmp_path, caplog):
     path.write_text('{"step": 0}\nnot json\n{"step": 2}\n')
     with pytest.raises(ValueError, match=r"metrics\.jsonl, line 2: not JSON"):
         read_rows(path)
+
+
+def test_a_crash_in_the_first_step_resumes_with_the_start_evaluation(tiny_cache, straight, tmp_path, monkeypatch):
+    monkeypatch.setenv("PURERL_CACHE", str(tiny_cache))
+
+    class Crashing(Trainer):
+        def segment(self, batch):
+            raise RuntimeError("the grader fell over")
+
+    run = tmp_path / "run"
+    cfg = load_config(TINY, [*SETTINGS, f"run.out_dir={run}"])
+    with pytest.raises(RuntimeError, match="fell over"):
+        Crashing(cfg).train()
+    assert ckpt.newest(run).step == 0  # the state before step 1, its update never begun
+    Trainer(cfg, resume=True).train()
+    assert [r["step"] for r in rows(run)] == [0, 1, 2, 3, 4]  # the step-0 evaluation kept
+    assert comparable(run) == comparable(straight) and weights(run) == weights(straight)
+
+
+def test_resume_from_an_older_checkpoint_sets_the_newer_ones_aside(tiny_cache, straight, tmp_path):
+    run = tmp_path / "run"
+    assert train(tiny_cache, run, "run.keep_checkpoints=5").returncode == 0
+    older = ckpt.step_folder(run, 1)
+    assert train(tiny_cache, run, "run.keep_checkpoints=5", "run.steps=2", "--resume-from", str(older)).returncode == 0
+    aside = sorted(p.name for p in (run / "checkpoints" / "abandoned").iterdir())
+    assert aside == ["step-000002", "step-000003", "step-000004"]  # kept, where resume never looks
+    assert train(tiny_cache, run, "run.keep_checkpoints=5", "--resume").returncode == 0  # from step 2, not 4
+    assert comparable(run) == comparable(straight) and weights(run) == weights(straight)

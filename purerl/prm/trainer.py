@@ -18,6 +18,7 @@ import logging
 import math
 import random
 import time
+from contextlib import nullcontext
 from pathlib import Path
 
 import torch
@@ -133,7 +134,7 @@ class PRMTrainer:
         self.plan = [("head", cfg.head, math.ceil(cfg.head.epochs * n / cfg.batch_size)),
                      ("full", cfg.full, math.ceil(cfg.full.epochs * n / cfg.batch_size))]  # fmt: skip
         self.total = sum(steps for _, _, steps in self.plan)
-        self.step, self.stage, self.history, self.saved = 0, None, [], None
+        self.step, self.stage, self.history, self.saved, self.signals = 0, None, [], None, None
         self.out.mkdir(parents=True, exist_ok=True)
         if found is not None:
             self._restore(found.folder)
@@ -237,9 +238,10 @@ class PRMTrainer:
         bar = tqdm(total=self.total, initial=self.step, desc="purerl train-prm", dynamic_ncols=True)
         self.model.train()
         with StopSignals() as signals:
+            self.signals = signals
             while self.step < end:
                 if signals.received:
-                    saved = self.save() if self.saved_step() != self.step else self.saved
+                    saved = self.save() if self.step and self.saved_step() != self.step else self.saved
                     raise signals.stopped(self.step, saved)
                 row = self.train_step()
                 bar.update(1)
@@ -295,7 +297,8 @@ class PRMTrainer:
         state = {"step": self.step, "stage": self.stage, "optimizer": self.optimizer.state_dict(),
                  "scheduler": self.scheduler.state_dict(), "rng": ckpt.rng_states()}  # fmt: skip
         config = (self.out / "config.yaml").read_text(encoding="utf-8")
-        self.saved = ckpt.save_checkpoint(ckpt.step_folder(self.out, self.step), self.model, self.tokenizer, state,
+        with self.signals.critical() if self.signals else nullcontext():  # a second signal waits for the save
+            self.saved = ckpt.save_checkpoint(ckpt.step_folder(self.out, self.step), self.model, self.tokenizer, state,
                                           config, flags=[])  # fmt: skip
         ckpt.prune(self.out, self.cfg.keep_checkpoints)
         return self.saved
