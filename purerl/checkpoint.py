@@ -130,20 +130,21 @@ class Found:
         return not set(self.flags) & set(acting)
 
 
-def verify(folder: Path) -> Found:
-    """The checkpoint in ``folder`` if its manifest matches its files; else ValueError saying what is wrong."""
+def verify(folder: Path, hashes: bool = True) -> Found:
+    """The checkpoint in ``folder`` if its manifest matches its files (sizes, and with ``hashes`` their
+    SHA-256: pruning, which reads no weights, checks sizes only); else ValueError saying what is wrong."""
     try:
         manifest = json.loads((folder / MANIFEST).read_text(encoding="utf-8"))
         files, step, flags = manifest["files"], int(manifest["step"]), list(manifest["flags"])
     except FileNotFoundError:
         raise ValueError(f"{folder}: no {MANIFEST} (an unfinished save)") from None
-    except (ValueError, KeyError, TypeError) as err:
+    except (OSError, ValueError, KeyError, TypeError) as err:
         raise ValueError(f"{folder}/{MANIFEST}: unreadable ({err})") from None
     for name, meta in files.items():
         path = folder / name
         if not path.is_file():
             raise ValueError(f"{folder}: {name} is missing")
-        if path.stat().st_size != meta["bytes"] or _sha256(path) != meta["sha256"]:
+        if path.stat().st_size != meta["bytes"] or (hashes and _sha256(path) != meta["sha256"]):
             raise ValueError(f"{folder}: {name} differs from its manifest (changed or damaged)")
     return Found(folder, step, flags)
 
@@ -208,7 +209,7 @@ def prune(root: Path, keep: int, acting: set[str] | frozenset[str] = frozenset()
     kept, removed, clean_kept = 0, [], False
     for folder in checkpoints(root):
         try:
-            found = verify_quick(folder)
+            found = verify(folder, hashes=False)
         except ValueError:
             if kept:  # older than a complete checkpoint: a leftover, never the one to resume
                 shutil.rmtree(folder)
@@ -221,18 +222,6 @@ def prune(root: Path, keep: int, acting: set[str] | frozenset[str] = frozenset()
         shutil.rmtree(folder)
         removed.append(folder)
     return removed
-
-
-def verify_quick(folder: Path) -> Found:
-    """Like :func:`verify` without hashing (sizes only): for pruning, which reads no weights."""
-    try:
-        manifest = json.loads((folder / MANIFEST).read_text(encoding="utf-8"))
-    except (OSError, ValueError) as err:
-        raise ValueError(f"{folder}: {err}") from None
-    files = manifest["files"].items()
-    if any(not (folder / n).is_file() or (folder / n).stat().st_size != m["bytes"] for n, m in files):
-        raise ValueError(f"{folder}: incomplete")
-    return Found(folder, int(manifest["step"]), list(manifest["flags"]))
 
 
 def load_state(folder: Path) -> dict[str, Any]:

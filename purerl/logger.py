@@ -35,6 +35,17 @@ def read_rows(path: str | Path) -> list[dict]:
     return rows
 
 
+def truncate_rows(path: Path, step: int) -> tuple[list[dict], list[dict]]:
+    """Keep the rows of a JSONL log up to ``step`` (step 0: the evaluation at the start), rewriting it
+    atomically; returns ``(kept, removed)`` (both empty when the file does not exist)."""
+    if not path.exists():
+        return [], []
+    rows = read_rows(path)
+    kept = [r for r in rows if r["step"] <= step]
+    write_atomic(path, "".join(json.dumps(r) + "\n" for r in kept))
+    return kept, rows[len(kept) :]
+
+
 def _clean(value):
     return None if isinstance(value, float) and math.isnan(value) else value
 
@@ -72,20 +83,15 @@ class RunLogger:
             self.wandb = wandb.init(project="purerl", dir=str(self.out), config=to_dict(cfg))
 
     @staticmethod
-    def _truncate(path: Path, start_step: int) -> list[str]:
+    def _truncate(path: Path, start_step: int) -> list[dict]:
         """Keep the rows up to ``start_step`` (atomically); returns the rows removed."""
-        if not path.exists():
-            return []
-        rows = [json.dumps(r) for r in read_rows(path)]
-        kept = [r for r in rows if json.loads(r)["step"] <= start_step]  # step 0: the evaluation at the start
-        write_atomic(path, "".join(r + "\n" for r in kept))
-        return rows[len(kept) :]
+        return truncate_rows(path, start_step)[1]
 
     def rewind(self, step: int, note: dict) -> None:
         """Back to ``step`` (a roll-back): later rows move to ``rolled_back.jsonl`` with ``note``, not lost."""
         moved = []
         for path in (self.metrics_path, self.samples_path):
-            moved += [{**json.loads(r), "file": path.name, **note} for r in self._truncate(path, step)]
+            moved += [{**r, "file": path.name, **note} for r in self._truncate(path, step)]
         with (self.out / "rolled_back.jsonl").open("a") as f:
             f.writelines(json.dumps(r) + "\n" for r in moved)
         if self.bar is not None:

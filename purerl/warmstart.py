@@ -36,7 +36,7 @@ def pad_batch(sequences: list[list[int]], pad_id: int) -> tuple[torch.Tensor, to
 def cosine_schedule(optimizer: torch.optim.Optimizer, total: int, warmup_frac: float = 0.05):
     import math
 
-    warmup = max(1, int(total * warmup_frac))
+    warmup = max(1, int(total * warmup_frac)) if warmup_frac > 0 else 0  # 0: cosine from the first step
 
     def factor(step: int) -> float:
         if step < warmup:

@@ -40,11 +40,12 @@ def _batch(tokenizer, examples: list[Example], separator: str, dense: bool = Tru
     return ids, mask, labels
 
 
-def _head_parameters(model) -> list[torch.nn.Parameter]:
-    head = getattr(model, "score", None) or getattr(model, "classifier", None)
-    if head is None:
-        raise ValueError(f"{type(model).__name__} has no `score` or `classifier` head")
-    return list(head.parameters())
+def head_module(model) -> tuple[str, torch.nn.Module]:
+    """The attribute name and module of a token-classification model's head (``score`` or ``classifier``)."""
+    for name in ("score", "classifier"):
+        if isinstance(getattr(model, name, None), torch.nn.Module):
+            return name, getattr(model, name)
+    raise ValueError(f"{type(model).__name__} has no `score` or `classifier` head")
 
 
 def train_prm(
@@ -60,7 +61,7 @@ def train_prm(
     losses = []
     model.train()
     for stage, steps, params, lr in (
-        ("head", cfg.head_steps, _head_parameters(model), cfg.head_lr),
+        ("head", cfg.head_steps, list(head_module(model)[1].parameters()), cfg.head_lr),
         ("full", cfg.full_steps, list(model.parameters()), cfg.lr),
     ):
         if steps <= 0:

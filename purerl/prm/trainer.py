@@ -26,12 +26,13 @@ import yaml
 
 from purerl import checkpoint as ckpt
 from purerl.files import write_atomic
-from purerl.logger import read_rows
+from purerl.logger import truncate_rows
 from purerl.prm.stepdata import StepExample, load_step_examples
 from purerl.prm.token_classification import build_prm_inputs
+from purerl.prm.train import head_module
 from purerl.prm.train_config import StageConfig, TrainPRMConfig, load_train_prm_config
 from purerl.run_control import RunStopped, StopSignals, claim_run_folder
-from purerl.warmstart import pad_batch
+from purerl.warmstart import cosine_schedule, pad_batch
 
 log = logging.getLogger(__name__)
 
@@ -65,24 +66,6 @@ def collate(rows: list[tuple[list[int], list[int]]], pad_id: int):
     for i, (_, row) in enumerate(rows):
         labels[i, : len(row)] = torch.tensor(row)
     return ids, mask, labels
-
-
-def schedule(optimizer, total: int, warmup: float):
-    steps_up = int(total * warmup)
-
-    def factor(step: int) -> float:
-        if step < steps_up:
-            return (step + 1) / steps_up
-        return 0.5 * (1 + math.cos(math.pi * min(1.0, (step - steps_up) / max(1, total - steps_up))))
-
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
-
-
-def head_module(model) -> tuple[str, torch.nn.Module]:
-    for name in ("score", "classifier"):
-        if isinstance(getattr(model, name, None), torch.nn.Module):
-            return name, getattr(model, name)
-    raise ValueError(f"{type(model).__name__} has no `score` or `classifier` head")
 
 
 @torch.no_grad()
@@ -135,6 +118,7 @@ class PRMTrainer:
                      ("full", cfg.full, math.ceil(cfg.full.epochs * n / cfg.batch_size))]  # fmt: skip
         self.total = sum(steps for _, _, steps in self.plan)
         self.step, self.stage, self.history, self.saved, self.signals = 0, None, [], None, None
+        self._order_key, self._order_cache = None, []
         self.out.mkdir(parents=True, exist_ok=True)
         if found is not None:
             self._restore(found.folder)
@@ -217,16 +201,21 @@ class PRMTrainer:
         else:
             params = [p for p in self.model.parameters() if p.requires_grad]
         self.optimizer = torch.optim.AdamW(params, lr=stage.lr, weight_decay=stage.weight_decay)
-        self.scheduler = schedule(self.optimizer, steps, stage.warmup)
+        self.scheduler = cosine_schedule(self.optimizer, steps, stage.warmup)
         self.params, self.stage = params, name
+
+    def _order(self, name: str, epoch: int) -> list[int]:
+        """The seeded order of one pass over the examples in a stage (the last one drawn is kept)."""
+        if self._order_key != (name, epoch):
+            order = list(range(len(self.train_set)))
+            random.Random(f"{self.cfg.seed}-{name}-{epoch}").shuffle(order)
+            self._order_key, self._order_cache = (name, epoch), order
+        return self._order_cache
 
     def _batch(self, name: str, k: int):
         """The ``k``-th batch of a stage: passes over the examples, each in its own seeded order."""
-        n, bs, rows = len(self.train_set), self.cfg.batch_size, []
-        for p in range(k * bs, (k + 1) * bs):
-            order = list(range(n))
-            random.Random(f"{self.cfg.seed}-{name}-{p // n}").shuffle(order)
-            rows.append(self.train_set[order[p % n]])
+        n, bs = len(self.train_set), self.cfg.batch_size
+        rows = [self.train_set[self._order(name, p // n)[p % n]] for p in range(k * bs, (k + 1) * bs)]
         return collate(rows, self.tokenizer.pad_token_id)
 
     # -------------------------------------------------------------------------------------- loop
@@ -326,10 +315,7 @@ class PRMTrainer:
         log.info("resumed from %s at step %d", folder, self.step)
 
     def _truncate_log(self) -> None:
-        path = self.out / "metrics.jsonl"
-        if path.exists():
-            self.history = [r for r in read_rows(path) if r["step"] <= self.step]
-            write_atomic(path, "".join(json.dumps(r) + "\n" for r in self.history))
+        self.history = truncate_rows(self.out / "metrics.jsonl", self.step)[0]
 
     def finish(self) -> dict:
         """``final/``: the trained PRM (LoRA merged), loadable by ``prm.kind=token_classification``."""
