@@ -176,6 +176,9 @@ class RolloutConfig:
     """Responses sampled per prompt (the group size K)."""
     max_new_tokens: int = 80
     """Length cap of a response (N in the baseline's normalisation)."""
+    min_new_tokens: int = 0
+    """EOS is not sampled before this many tokens (transformers' ``min_new_tokens``; 0: off). Equal to
+    ``max_new_tokens`` it fixes the work of a step (benchmarks, as TRL's peer script does)."""
     temperature: float = 1.0
     """Sampling temperature."""
     template: str = "raw"

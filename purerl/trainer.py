@@ -197,8 +197,9 @@ class Trainer(RunState):
 
     def sample(self, batch: Batch) -> None:
         r = self.cfg.rollout
+        extra = {"min_new_tokens": r.min_new_tokens} if r.min_new_tokens else {}  # only backends that know it
         batch.rollout = self.backend.generate(self.policy_prompts(batch.prompts), max_new_tokens=r.max_new_tokens,
-                                              temperature=r.temperature)  # fmt: skip
+                                              temperature=r.temperature, **extra)  # fmt: skip
         batch.response_mask, batch.truncated = batch.rollout.response_mask, batch.rollout.truncated
 
     def segment(self, batch: Batch) -> None:

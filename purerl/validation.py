@@ -77,6 +77,7 @@ def _check_numbers(cfg: TrainConfig) -> None:
     at_least = {
         "rollout.k": (r.k, 1), "rollout.prompts_per_step": (r.prompts_per_step, 1),
         "rollout.max_new_tokens": (r.max_new_tokens, 1), "rollout.context": (r.context, 0),
+        "rollout.min_new_tokens": (r.min_new_tokens, 0),
         "algo.minibatches": (a.minibatches, 1),
         "algo.ppo_epochs": (a.ppo_epochs, 1), "run.steps": (run.steps, 1), "run.eval_size": (run.eval_size, 1),
         "run.eval_every": (run.eval_every, 1), "run.checkpoint_every": (run.checkpoint_every, 1),
@@ -92,6 +93,8 @@ def _check_numbers(cfg: TrainConfig) -> None:
         raise ConfigError(
             f"rollout.max_new_tokens={r.max_new_tokens} leaves no room for a prompt in rollout.context={r.context}"
         )
+    if r.min_new_tokens > r.max_new_tokens:
+        raise ConfigError(f"rollout.min_new_tokens={r.min_new_tokens} exceeds rollout.max_new_tokens={r.max_new_tokens}")
     if not r.temperature > 0:
         raise ConfigError(f"rollout.temperature must be > 0, got {r.temperature}")
     if not 0.0 <= a.vr_fraction <= 1.0:

@@ -88,10 +88,11 @@ def generate(
     temperature: float = 1.0,
     greedy: bool = False,
     context: int | None = None,
+    min_new_tokens: int = 0,
 ) -> Rollout:
     """Sample one response per prompt (repeat prompts for K samples each); prompts too long for the
     context (``context``, else the model's: module docstring) are cut from the left and marked in
-    ``Rollout.prompt_cut``."""
+    ``Rollout.prompt_cut``. EOS is not sampled before ``min_new_tokens`` tokens."""
     budget = prompt_budget(context or model_context(model, tokenizer), max_new_tokens)
     tokenizer.padding_side = "left"
     prompt_ids, prompt_mask, prompt_cut = encode_prompts(tokenizer, prompts, budget)
@@ -107,6 +108,7 @@ def generate(
         top_k=None,
         pad_token_id=tokenizer.pad_token_id,
         eos_token_id=tokenizer.eos_token_id,
+        **({"min_new_tokens": min_new_tokens} if min_new_tokens else {}),
     )
     prompt_len = prompt_ids.shape[1]
     response = out[:, prompt_len:]
@@ -131,9 +133,9 @@ class HFGenerate:
         self.context = context
 
     def generate(self, prompts: Sequence[str], *, max_new_tokens: int, temperature: float = 1.0,
-                 greedy: bool = False) -> Rollout:  # fmt: skip
+                 greedy: bool = False, min_new_tokens: int = 0) -> Rollout:  # fmt: skip
         return generate(self.model, self.tokenizer, prompts, max_new_tokens=max_new_tokens, temperature=temperature,
-                        greedy=greedy, context=self.context)  # fmt: skip
+                        greedy=greedy, context=self.context, min_new_tokens=min_new_tokens)  # fmt: skip
 
 
 def _keeps_logits(model) -> bool:
