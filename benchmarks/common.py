@@ -80,21 +80,23 @@ def machine() -> dict:
     return info
 
 
-def matmul_peak(threads: int = 2, size: int = 1024, repeats: int = 20, dtype=None) -> float:
-    """Measured fp32 matmul throughput in FLOP/s: the best of ``repeats`` ``size`` x ``size`` products."""
+def matmul_peak(threads: int = 2, sizes=(512, 1024, 2048), repeats: int = 10, dtype=None) -> float:
+    """Measured matmul throughput in FLOP/s (fp32 unless ``dtype``): the best over square products of
+    each of ``sizes``, ``repeats`` each."""
     import torch
 
     torch.set_num_threads(threads)
     dtype = dtype or torch.float32
-    a, b = torch.randn(size, size, dtype=dtype), torch.randn(size, size, dtype=dtype)
-    for _ in range(3):
-        a @ b
-    best = float("inf")
-    for _ in range(repeats):
-        start = time.perf_counter()
-        a @ b
-        best = min(best, time.perf_counter() - start)
-    return 2 * size**3 / best
+    best = 0.0
+    for size in sizes:
+        a, b = torch.randn(size, size, dtype=dtype), torch.randn(size, size, dtype=dtype)
+        for _ in range(2):
+            a @ b
+        for _ in range(repeats):
+            start = time.perf_counter()
+            a @ b
+            best = max(best, 2 * size**3 / (time.perf_counter() - start))
+    return best
 
 
 def transformer_flops(config, tokens: int, context: float = 0.0) -> float:

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from purerl.data import BENCHMARKS, DataConfig, MathExample, benchmark_path, load_examples
-from purerl.grading import EVAL_EXTRACTORS, EXTRACTORS, GradingConfig, extract_answer, grade
+from purerl.grading import EVAL_EXTRACTORS, EXTRACTORS, GradingConfig, extract_answer, grade, start_worker
 from purerl.prompts import TEMPLATES, format_prompt
 from purerl.validation import check_device, check_model_path
 
@@ -209,6 +209,8 @@ def run_eval(cfg: EvalConfig) -> str:
     with records_path.open("w") as f:  # rewrite without a cut last line
         f.writelines(json.dumps(r) + "\n" for r in done)
     todo = _todo(cfg, benches, done)
+    if todo:
+        start_worker()  # the grading helper starts while the model loads
     log.info("%d responses to generate (%d already in %s)", len(todo), len(done), records_path)
     speed = _generate_all(cfg, todo, done, records_path)
     results = summarize(done, list(benches), cfg.samples)

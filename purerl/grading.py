@@ -24,12 +24,12 @@ milliseconds, not minutes.
 from __future__ import annotations
 
 import atexit
-import concurrent.futures
 import logging
-import multiprocessing
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+
+from purerl.worker import Worker, WorkerTimeout
 
 log = logging.getLogger(__name__)
 
@@ -303,7 +303,7 @@ def grade(response: str, gold: str | Sequence[str], config: GradingConfig = Grad
 
 # ------------------------------------------------------------------------------------ time limit
 
-_pool: concurrent.futures.ProcessPoolExecutor | None = None
+_worker: Worker | None = None
 
 
 def _worker_init() -> None:
@@ -311,37 +311,27 @@ def _worker_init() -> None:
     _verify("1", "1")  # import sympy and math-verify now, not inside the first timed call
 
 
-def _reset_pool(wait: bool = False) -> None:
-    global _pool
-    if _pool is not None:
-        for proc in list((getattr(_pool, "_processes", None) or {}).values()):
-            proc.kill()
-        _pool.shutdown(wait=wait, cancel_futures=True)
-    _pool = None
-
-
-atexit.register(_reset_pool, True)  # stop the worker before the interpreter tears down its modules
+def start_worker() -> None:
+    """Start the grading helper now, in the background (a trainer calls this before loading models, so
+    the helper's imports overlap the loading); the first timed comparison would start it anyway."""
+    global _worker
+    if _worker is None:
+        _worker = Worker(warmup=_worker_init)
+        atexit.register(_worker.stop)
+    _worker.start()
 
 
 def call_with_timeout(fn: Callable, args: tuple, seconds: float | None):
     """``fn(*args)`` in a worker process that is killed after ``seconds`` (raises :class:`GradingTimeout`).
 
     A separate process is the only safe limit: sympy spends its time in C (big-integer powers) where
-    no signal or thread can interrupt it. The worker is forked once and reused (about 0.2 ms a call);
-    a worker that dies (out of memory) is replaced and the call counts as timed out.
+    no signal or thread can interrupt it. The helper is a fresh interpreter (:mod:`purerl.worker`),
+    started once and reused; one that dies (out of memory) is replaced and the call counts as timed out.
     """
-    global _pool
     if seconds is None or seconds <= 0:
         return fn(*args)
-    if _pool is None:
-        import math_verify  # noqa: F401  (imported once here, inherited by the forked worker)
-
-        # fork: the worker needs no re-import of the caller's script (spawn would re-run an unguarded one)
-        ctx = multiprocessing.get_context("fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn")
-        _pool = concurrent.futures.ProcessPoolExecutor(max_workers=1, mp_context=ctx, initializer=_worker_init)
-        _pool.submit(int).result(timeout=120)  # the worker's start-up is not the call's time
+    start_worker()
     try:
-        return _pool.submit(fn, *args).result(timeout=seconds)
-    except (concurrent.futures.TimeoutError, concurrent.futures.process.BrokenProcessPool):
-        _reset_pool()
+        return _worker.call(fn, args, seconds)
+    except WorkerTimeout:
         raise GradingTimeout from None

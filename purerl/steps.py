@@ -24,6 +24,7 @@ Edge cases, decided once:
 from __future__ import annotations
 
 import bisect
+import codecs
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
@@ -223,10 +224,13 @@ def decode_with_offsets(
 
     Works for any Hugging Face tokenizer and for non-canonical tokenisations (sampled ids need not be
     what the tokenizer would produce from their text). Fast path: decode, re-encode with offsets, and
-    keep the tokenizer's own offsets where re-encoding gives back the same ids. Otherwise each token's
-    text is the difference between decoding a short window of ids ending with it and the same window
-    without it; an incomplete UTF-8 character (decoded as U+FFFD) goes to the token that completes
-    it. Special tokens (``tokenizer.all_special_ids``) are left out of the text and get zero-width
+    keep the tokenizer's own offsets where re-encoding gives back the same ids. Otherwise, for a
+    byte-level BPE (GPT-2, Qwen, Llama 3, SmolLM2), each token's bytes come from a table of the
+    vocabulary built once per tokenizer, and a token's span holds the characters its bytes complete
+    (an incomplete UTF-8 character goes to the token that completes it), kept where those characters
+    give back the decoded text exactly. Otherwise each token's text is the difference between
+    decoding a short window of ids ending with it and the same window without it, with the same rule
+    for incomplete characters. Special tokens (``tokenizer.all_special_ids``) are left out of the text and get zero-width
     spans.
 
     Args:
@@ -245,6 +249,10 @@ def decode_with_offsets(
         [tuple(o) for o in offs] if list(re_ids) == content else None
         for re_ids, offs, content in zip(enc["input_ids"], enc["offset_mapping"], contents)
     ]
+    table = _byte_table(tokenizer) if any(offs is None for offs in content_offsets) else None
+    for i, offs in enumerate(content_offsets):
+        if offs is None and table is not None:
+            content_offsets[i] = _byte_offsets(table, contents[i], texts[i])
     slow = [i for i, offs in enumerate(content_offsets) if offs is None]
     for i, (text, offs) in zip(slow, _window_offsets(tokenizer, [contents[i] for i in slow], window)):
         texts[i], content_offsets[i] = text, offs
@@ -259,6 +267,60 @@ def decode_with_offsets(
                 pos = spans[-1][1]
         offsets.append(spans)
     return texts, offsets
+
+
+@lru_cache(maxsize=8)
+def _byte_table_of(tokenizer) -> tuple[bytes | None, ...] | None:
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is None or type(backend.decoder).__name__ != "ByteLevel":
+        return None
+    to_byte = {ch: b for b, ch in _bytes_to_unicode().items()}
+    added = set(getattr(tokenizer, "added_tokens_decoder", {}) or {})
+    table: list[bytes | None] = []
+    for i, token in enumerate(tokenizer.convert_ids_to_tokens(list(range(len(tokenizer))))):
+        if token is None or i in added or any(ch not in to_byte for ch in token):
+            table.append(None)  # added tokens decode as their content: the window path handles them
+        else:
+            table.append(bytes(to_byte[ch] for ch in token))
+    return tuple(table)
+
+
+def _byte_table(tokenizer) -> tuple[bytes | None, ...] | None:
+    """Each id's bytes for a byte-level BPE tokenizer (None for other tokenizers)."""
+    try:
+        return _byte_table_of(tokenizer)
+    except TypeError:  # an unhashable tokenizer object
+        return None
+
+
+@lru_cache(maxsize=1)
+def _bytes_to_unicode() -> dict[int, str]:
+    """The byte -> printable character map of byte-level BPE (GPT-2's ``bytes_to_unicode``)."""
+    printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
+    extra = [b for b in range(256) if b not in printable]
+    return {**{b: chr(b) for b in printable}, **{b: chr(256 + n) for n, b in enumerate(extra)}}
+
+
+def _byte_offsets(table: Sequence[bytes | None], ids: Sequence[int], text: str) -> list[tuple[int, int]] | None:
+    """Character spans of ``ids`` from their bytes, or None when a token is not in ``table`` or the
+    characters do not give back ``text`` (the tokenizer's own decoding)."""
+    pieces = [table[i] if 0 <= i < len(table) else None for i in ids]
+    if any(p is None for p in pieces):
+        return None
+    decoder = codecs.getincrementaldecoder("utf-8")("replace")
+    spans, pos, parts = [], 0, []
+    for piece in pieces:
+        chars = decoder.decode(piece)
+        parts.append(chars)
+        spans.append((pos, pos + len(chars)))
+        pos += len(chars)
+    tail = decoder.decode(b"", final=True)
+    if tail:
+        if not spans:
+            return None
+        parts.append(tail)
+        spans[-1] = (spans[-1][0], pos + len(tail))
+    return spans if "".join(parts) == text else None
 
 
 def _window_offsets(

@@ -21,6 +21,7 @@ from purerl import checkpoint as ckpt
 from purerl import process_rewards as pipeline
 from purerl.builders import build_policy, build_prm, build_rollout, build_task
 from purerl.config import AlgoConfig, TrainConfig, save_config, validate
+from purerl.grading import start_worker
 from purerl.kl import kl_penalty
 from purerl.logger import RunLogger
 from purerl.losses import ppo_clip_loss
@@ -76,6 +77,8 @@ class Trainer(RunState):
         torch.manual_seed(cfg.run.seed)
         self.task = build_task(cfg)
         self.heldout = self.task.heldout
+        if getattr(self.task, "math_grading", False):
+            start_worker()  # a fresh process, started while the models load (purerl.worker)
         self.policy, self.tokenizer = build_policy(cfg)
         self.device = next(self.policy.parameters()).device
         self.backend = build_rollout(cfg, self.policy, self.tokenizer)
@@ -216,9 +219,19 @@ class Trainer(RunState):
                      for p, prob in zip(batch.prompts, batch.problems)]  # fmt: skip
             pipeline.verify(batch, truth)
 
+    @property
+    def on_policy(self) -> bool:
+        """One PPO epoch of one minibatch and no reference: the update's own forward gives the sampling
+        policy's log-probs (detached) and entropy, so no separate pass computes them."""
+        a = self.cfg.algo
+        return a.ppo_epochs == 1 and a.minibatches == 1 and self.reference is None and not (self.lora and a.kl_coef > 0)
+
     @torch.no_grad()
     def logprobs(self, batch: Batch) -> None:
-        """Log-probs of the sampled tokens under the sampling policy (with its entropy) and the reference."""
+        """Log-probs of the sampled tokens under the sampling policy (with its entropy) and the reference;
+        nothing here when :attr:`on_policy` (the update fills them in)."""
+        if self.on_policy:
+            return
         batch.logprobs, batch.entropy = sequence_logprobs(self.policy, batch.rollout, with_entropy=True)
         if self.reference is not None:
             batch.ref_logprobs = sequence_logprobs(self.reference, batch.rollout)
@@ -247,7 +260,12 @@ class Trainer(RunState):
         """One optimizer step of PPO-clip (and the KL loss, unless KL is in the reward) on rows ``idx``."""
         algo = self.cfg.algo
         mini = batch.rollout.select(idx)
-        logprobs = sequence_logprobs(self.policy, mini)
+        if batch.logprobs is None:  # on-policy: this forward is the sampling policy's
+            logprobs, entropy = sequence_logprobs(self.policy, mini, with_entropy=True)
+            batch.logprobs, batch.entropy = torch.empty_like(logprobs), torch.empty_like(entropy)
+            batch.logprobs[idx], batch.entropy[idx] = logprobs.detach(), entropy
+        else:
+            logprobs = sequence_logprobs(self.policy, mini)
         loss, m = ppo_clip_loss(
             logprobs, batch.logprobs[idx], batch.advantages[idx], mini.response_mask, clip_ratio=algo.clip_ratio
         )

@@ -231,3 +231,47 @@ def test_compare_arms_take_overrides_and_yaml(tmp_path):
     out = subprocess.run([sys.executable, "-m", "purerl", "compare", "--arms", "soft_min:T=0", "--out", str(tmp_path)],
                          capture_output=True, text=True, timeout=120, cwd=ROOT)  # fmt: skip
     assert out.returncode == 2 and "arm soft_min:T=0: algo.temperature must be > 0" in out.stderr
+
+
+def test_an_on_policy_update_skips_the_old_log_prob_pass_with_the_same_results(cache, tmp_path, monkeypatch):
+    """One epoch of one minibatch without a reference: the update's own forward gives the old log-probs
+    (detached) and the entropy, so the separate no-grad pass is skipped. The run matches one that makes
+    that pass (ratio 1 either way, up to float rounding between the two forwards)."""
+    from purerl import trainer as trainer_module
+    from purerl.config import load_config
+    from purerl.trainer import Trainer
+
+    monkeypatch.setenv("PURERL_CACHE", str(cache))
+    calls = []
+    original = trainer_module.sequence_logprobs
+
+    def counted(model, rollout, with_entropy=False):
+        calls.append(torch.is_grad_enabled())
+        return original(model, rollout, with_entropy=with_entropy)
+
+    monkeypatch.setattr(trainer_module, "sequence_logprobs", counted)
+
+    class TwoPasses(Trainer):
+        on_policy = False
+
+    results = {}
+    for name, cls in (("one pass", Trainer), ("two passes", TwoPasses)):
+        calls.clear()
+        overrides = [f"run.out_dir={tmp_path / name.replace(' ', '_')}", "run.threads=1", "algo.minibatches=1",
+                     "algo.kl_coef=0", "run.steps=2", "run.eval_every=100"]  # fmt: skip
+        trainer = cls(load_config(TINY, overrides))
+        history = trainer.train()
+        results[name] = (history, calls[:], [p.detach().clone() for p in trainer.policy.parameters()])
+    history, calls_one, weights = results["one pass"]
+    history_two, calls_two, weights_two = results["two passes"]
+    assert calls_one == [True, True]  # one forward a step, the update's
+    assert calls_two == [False, True, False, True]
+    steps = [r for r in history if "actor/loss" in r]
+    steps_two = [r for r in history_two if "actor/loss" in r]
+    assert len(steps) == 2
+    for a, b in zip(steps, steps_two):
+        for key in ("actor/loss", "actor/entropy", "actor/grad_norm"):
+            assert a[key] == pytest.approx(b[key], rel=1e-4, abs=1e-6), key
+        assert a["actor/ratio_mean"] == 1.0 and b["actor/ratio_mean"] == pytest.approx(1.0, abs=1e-5)
+    for w, w_two in zip(weights, weights_two):
+        torch.testing.assert_close(w, w_two, rtol=1e-4, atol=1e-6)

@@ -34,6 +34,7 @@ class DatasetTask:
     the :class:`purerl.tasks.Task` of ``data.task=dataset``."""
 
     rule_checker = None  # real math has no exact step checker: a model PRM scores its steps
+    math_grading = True  # grades through math-verify's helper process: a trainer starts it before loading models
 
     def __init__(self, train: DataConfig, heldout: DataConfig | None, eval_size: int, separator: str = "\n\n"):
         self.separator = separator

@@ -1,0 +1,85 @@
+"""The helper process behind graded comparisons (purerl.worker): a fresh interpreter, not a fork."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+
+import pytest
+
+from purerl.worker import Worker, WorkerTimeout
+
+
+def _pid() -> int:
+    return os.getpid()
+
+
+def _cmdline() -> str:
+    with open("/proc/self/cmdline", "rb") as f:
+        return f.read().replace(b"\0", b" ").decode()
+
+
+def _fail(message: str) -> None:
+    raise ValueError(message)
+
+
+def _sleep(seconds: float) -> float:
+    time.sleep(seconds)
+    return seconds
+
+
+@pytest.fixture()
+def worker():
+    w = Worker()
+    yield w
+    w.stop()
+
+
+def test_the_helper_is_a_fresh_interpreter_not_a_fork(worker):
+    assert worker.call(_pid, (), 30) != os.getpid()
+    if os.path.exists("/proc/self/cmdline"):
+        assert "-m purerl.worker" in worker.call(_cmdline, (), 30)
+
+
+def test_results_exceptions_and_time_outs(worker):
+    assert worker.call(sum, ([1, 2, 3],), 30) == 6
+    with pytest.raises(ValueError, match="bad input"):
+        worker.call(_fail, ("bad input",), 30)
+    first = worker.call(_pid, (), 30)
+    start = time.monotonic()
+    with pytest.raises(WorkerTimeout):
+        worker.call(_sleep, (30.0,), 0.5)
+    assert time.monotonic() - start < 5
+    assert worker.call(_pid, (), 30) != first  # killed and replaced
+    assert worker.call(_sleep, (0.01,), 30) == 0.01
+
+
+def test_a_helper_killed_between_calls_is_replaced(worker):
+    first = worker.call(_pid, (), 30)
+    os.kill(first, signal.SIGKILL)
+    time.sleep(0.2)
+    assert worker.call(_pid, (), 30) not in (first, os.getpid())
+
+
+def test_a_helper_killed_during_a_call_is_a_time_out(worker):
+    pid = worker.call(_pid, (), 30)
+    worker._send((_sleep, (30.0,)))
+    os.kill(pid, signal.SIGKILL)
+    with pytest.raises(WorkerTimeout, match="died"):
+        worker._receive(30)
+    assert worker.call(sum, ([2, 2],), 30) == 4
+
+
+def test_a_function_the_helper_cannot_import_is_an_error_not_a_hang(worker):
+    def local():  # not importable by reference
+        return 1
+
+    with pytest.raises(Exception, match="local"):
+        worker.call(local, (), 30)
+    assert worker.call(sum, ([1],), 30) == 1
+
+
+def test_a_print_in_the_helper_does_not_break_the_answers(worker):
+    assert worker.call(print, ("stray output",), 30) is None
+    assert worker.call(sum, ([5],), 30) == 5
