@@ -11,7 +11,7 @@ import torch
 from purerl.models import TinyModelConfig, load_prm_model, new_prm
 from purerl.prm import PRMS
 from purerl.prm.builtin import prm_examples
-from purerl.prm.token_classification import TokenClassificationPRM, build_prm_inputs
+from purerl.prm.token_classification import TokenClassificationPRM, batch_prm_inputs, build_prm_inputs
 from purerl.prm.train import PRMTrainConfig, _batch, train_prm
 from purerl.tasks import arithmetic as A
 
@@ -61,3 +61,17 @@ def test_two_stage_training_learns_dense_labels(bpe_tokenizer):
     assert sum(losses[-5:]) < sum(losses[:5])
     assert not torch.equal(head_before, model.score.weight)
     assert not torch.equal(body_before, model.model.layers[0].mlp.up_proj.weight)
+
+
+@pytest.mark.parametrize("separator", ["\n", "\n\n", " ки"])
+def test_batched_prm_inputs_equal_the_piece_by_piece_ones(bpe_tokenizer, merged_bpe_tokenizer, separator):
+    """One batched tokenizer call gives the ids and markers of tokenizing every piece on its own:
+    repeated prompts, empty responses, steps holding newlines and non-ASCII text included."""
+    rng = random.Random(0)
+    words = ["Add 3 to 4: 4+3=7.", "so\nx = 12", "é∑ ok", "  ", "The answer is \\boxed{7}."]
+    prompts = [rng.choice(["Q: (3+4) mod 10\nA:\n", "What is 7?", ""]) for _ in range(24)]
+    steps = [[rng.choice(words) for _ in range(rng.randint(0, 5))] for _ in prompts]
+    for tokenizer in (bpe_tokenizer, merged_bpe_tokenizer):
+        expected = [build_prm_inputs(tokenizer, p, s, separator)[:2] for p, s in zip(prompts, steps)]
+        assert batch_prm_inputs(tokenizer, prompts, steps, separator) == [tuple(e) for e in expected]
+    assert batch_prm_inputs(bpe_tokenizer, [], [], separator) == []

@@ -81,8 +81,8 @@ def bucketed_scores(
             out = model(input_ids=ids.to(device), attention_mask=mask.to(device))
         logits = out.logits if hasattr(out, "logits") else out[0]
         values = read(logits.float()).cpu()
-        for row, i in enumerate(chunk):
-            scores[i] = [float("nan") if m is None else values[row, m].item() for m in items[i][1]]
+        for row, i in zip(values.tolist(), chunk):
+            scores[i] = [float("nan") if m is None else row[m] for m in items[i][1]]
         start = end
     return scores
 

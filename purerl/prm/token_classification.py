@@ -36,6 +36,28 @@ def build_prm_inputs(
     return ids, markers, step_tokens
 
 
+def batch_prm_inputs(
+    tokenizer, prompts: Sequence[str], steps: Sequence[Sequence[str]], separator: str = "\n"
+) -> list[tuple[list[int], list[int]]]:
+    """``(input_ids, marker_positions)`` of each response, equal to :func:`build_prm_inputs`'s, with
+    every distinct prompt and every step tokenized in one batched call (a training batch repeats each
+    prompt K times and holds hundreds of steps: one call instead of one per piece)."""
+    sep_ids = tokenizer(separator, add_special_tokens=False)["input_ids"]
+    unique = list(dict.fromkeys(prompts))
+    texts = unique + [step.replace("\n", " ") for row in steps for step in row]
+    encoded = tokenizer(texts, add_special_tokens=False)["input_ids"] if texts else []
+    prompt_ids = dict(zip(unique, encoded))
+    pieces = iter(encoded[len(unique) :])
+    out = []
+    for prompt, row in zip(prompts, steps):
+        ids, markers = list(prompt_ids[prompt]), []
+        for _ in row:
+            ids += next(pieces) + sep_ids
+            markers.append(len(ids) - 1)
+        out.append((ids, markers))
+    return out
+
+
 class TokenClassificationPRM(ModelPRM):
     """A ``*ForTokenClassification`` model with 2 labels (1 = correct step); scores in [-1, 1].
 
@@ -65,10 +87,8 @@ class TokenClassificationPRM(ModelPRM):
         return prm_path(cfg)
 
     def score(self, prompts: Sequence[str], steps: Sequence[Sequence[str]]) -> list[list[float]]:
-        items = []
-        for prompt, row in zip(prompts, steps):
-            ids, markers, _ = build_prm_inputs(self.tokenizer, prompt, row, self.separator)
-            items.append(self.truncation(ids, markers))
+        inputs = batch_prm_inputs(self.tokenizer, prompts, steps, self.separator)
+        items = [self.truncation(ids, markers) for ids, markers in inputs]
         return bucketed_scores(self.model, items, self.tokenizer.pad_token_id, self.batch_tokens, _p1_minus_p0)
 
 
