@@ -13,7 +13,9 @@ plus metrics, monitors and logging, timed here), the median seconds, its share o
 model FLOPs it ran (counted from the shapes of every forward call of the policy and the PRM: weight
 matmuls, LM / score head and attention, backward = 2x forward) and the share of the measured fp32
 matmul peak that gives, and the peak resident memory inside the phase (``VmHWM``, reset before each
-phase). The first step and a step that evaluates (the last) are dropped. "Outside model compute" is the step minus generation, the
+phase). The first step and a step that evaluates (the last) are dropped. Each figure is a median over
+steps (so the phases need not add up to the step exactly); "other" is the loop's time outside every
+timed phase. "Outside model compute" is the step minus generation, the
 policy's forward / backward passes and the PRM's forward.
 """
 
@@ -171,12 +173,12 @@ def summarize(rows: list[dict], memory: dict, trainer) -> dict:
         table[phase] = {"seconds": seconds, "share": seconds / loop, "gflop": flops / 1e9,
                         "peak_share": flops / seconds / peak if seconds and flops else None,
                         "peak_rss_mb": median(memory.get(phase, [])[1:])}  # fmt: skip
-    accounted = sum(t["seconds"] for t in table.values())
-    table["other"] = {"seconds": loop - accounted, "share": (loop - accounted) / loop, "gflop": 0.0,
-                      "peak_share": None, "peak_rss_mb": None}  # fmt: skip
-    model = sum(table[p]["seconds"] for p in MODEL_PHASES if table[p]["gflop"])
+    other = median([r["time/loop"] - sum(r.get(f"time/{p}", 0.0) for p in phases) for r in rows])
+    table["other"] = {"seconds": other, "share": other / loop, "gflop": 0.0, "peak_share": None, "peak_rss_mb": None}
+    model_phases = [p for p in MODEL_PHASES if table[p]["gflop"]]
+    outside = median([1 - sum(r.get(f"time/{p}", 0.0) for p in model_phases) / r["time/loop"] for r in rows])
     total_flops = sum(t["gflop"] for t in table.values()) * 1e9
-    return {"step_seconds": loop, "phases": table, "outside_model_share": 1 - model / loop,
+    return {"step_seconds": loop, "phases": table, "outside_model_share": outside,
             "step_peak_share": total_flops / loop / peak, "matmul_peak_gflops": peak / 1e9,
             "tokens_per_second": median([r.get("perf/tokens_per_second") for r in rows]),
             "policy_parameters": sum(p.numel() for p in trainer.policy.parameters()), "steps": len(rows)}  # fmt: skip

@@ -106,7 +106,7 @@ def run_arm(arm: str, size: str, work: dict, args) -> dict:
             raise SystemExit(f"trl failed:\n{proc.stderr[-3000:]}")
         t = json.loads((Path(out) / "timings.json").read_text())
         return {"step_seconds": t["step_seconds"], "foreign": t["step_foreign_cpu_fraction"],
-                "lengths": [t["mean_completion_length"]]}  # fmt: skip
+                "generate_seconds": t["generate_seconds"], "lengths": [t["mean_completion_length"]]}  # fmt: skip
     if arm == "purerl-before":
         env["PYTHONPATH"] = str(Path(args.before).resolve())
     cmd = [sys.executable, __file__, "--child", str(work["model"][size]), str(work["prompts"]), str(s["length"]),
@@ -135,6 +135,9 @@ def summarize(runs: dict, sizes: list[str]) -> dict:
             phases = [p for r in arm_runs for p in r.get("phases", [])[1:]]
             if phases:
                 row[arm]["phases"] = {k: median([p.get(k) for p in phases]) for k in phases[0]}
+            generate = [g for r in arm_runs for g in r.get("generate_seconds", [])[1:]]
+            if generate:
+                row[arm]["phases"] = {"time/rollout": median(generate)}
         trl = runs[size]["trl"]
         for arm in row:
             if arm != "trl":
@@ -182,12 +185,16 @@ def main() -> None:
     info = machine()
     print(f"machine: {info['cpu']}, {info['cores']} cores, torch {info['torch']}; idle check: other processes "
           f"{busy if busy is None else f'{busy:.1%}'}; {args.repeats} runs an arm, interleaved")  # fmt: skip
-    print(f"{'size':<6} {'arm':<14} {'median step s':>13} {'clean/steps':>11} {'x TRL':>6}  per-run ratios")
+    print(f"{'size':<6} {'arm':<14} {'median step s':>13} {'generation s':>12} {'clean/steps':>11} {'x TRL':>6}"
+          "  per-run ratios")  # fmt: skip
     for size, row in table.items():
         for arm, r in row.items():
             ratio = f"{r['ratio_to_trl']:.2f}" if "ratio_to_trl" in r else "1.00"
             pairs = " ".join(f"{p:.2f}" for p in r.get("pair_ratios", []))
-            print(f"{size:<6} {arm:<14} {r['median_s']:>13.3f} {r['clean_steps']:>5}/{r['steps']:<5} {ratio:>6}  {pairs}")
+            gen = r.get("phases", {}).get("time/rollout")
+            gen = f"{gen:>12.3f}" if gen is not None else f"{'-':>12}"
+            print(f"{size:<6} {arm:<14} {r['median_s']:>13.3f} {gen} {r['clean_steps']:>5}/{r['steps']:<5} {ratio:>6}  "
+                  f"{pairs}")  # fmt: skip
     write_json(args.json, {"machine": info, "idle_check_busy": busy, "sizes": SIZES, "table": table, "runs": runs})
 
 
