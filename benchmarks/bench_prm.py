@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import machine, median, require_idle, write_json  # noqa: E402
+from common import machine, median, require_idle, write_json
 
 
 def sampled_batches(n: int, overrides: list[str]):

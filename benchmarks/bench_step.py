@@ -28,8 +28,8 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_vs_trl import DEFAULT_PEER, SIZES, build_work  # noqa: E402
-from common import machine, matmul_peak, median, require_idle, transformer_flops, write_json  # noqa: E402
+from bench_vs_trl import DEFAULT_PEER, SIZES, build_work
+from common import machine, matmul_peak, median, require_idle, transformer_flops, write_json
 
 MODEL_PHASES = ("rollout", "logprobs", "update", "reward")
 
@@ -78,8 +78,9 @@ def overrides_for(setup: str, work: dict | None, out: str, steps: int) -> tuple[
     if setup == "builtin":
         return None, base
     s = SIZES[setup]
-    return None, base + [
-        f"policy.path={work['model']}", f"data.train.path={work['prompts']}", "data.task=dataset", "algo.reward=vr",
+    return None, [
+        *base, f"policy.path={work['model']}", f"data.train.path={work['prompts']}", "data.task=dataset",
+        "algo.reward=vr",
         "algo.vr_fraction=1.0", "algo.kl_coef=0", "algo.ppo_epochs=1", "algo.minibatches=1", "algo.lr=1e-5",
         "rollout.prompts_per_step=8", "rollout.k=8", f"rollout.max_new_tokens={s['length']}",
         f"rollout.min_new_tokens={s['length']}",

@@ -4,11 +4,11 @@ Usage: python benchmarks/bench_vs_trl.py [--sizes small,large] [--repeats 3] [--
        [--peer ../shared/peers/trl_grpo_baseline.py] [--before PATH]
 
 The work, the same in both arms: the tiny Qwen2 model and byte-level BPE tokenizer that the TRL peer
-script (``../shared/peers/trl_grpo_baseline.py``) builds (random weights, seed 0), its toy addition
-prompts ("12+7="), 8 prompts x 8 samples a step, every completion exactly ``length`` tokens
-(``min_new_tokens``), verifiable rewards only, no reference model, one PPO epoch of one minibatch,
-fp32, 2 threads. Sizes: ``small`` is the peer's default (hidden 128, 2 layers, 32 tokens), ``large``
-hidden 512, 4 layers, 128 tokens.
+script (``../shared/peers/trl_grpo_baseline.py``) builds (random weights, seed 0), toy addition prompts
+of 4 tokens each (the peer's, see :func:`build_work`), 8 prompts x 8 samples a step, every completion
+exactly ``length`` tokens (``min_new_tokens``), verifiable rewards only, no reference model, one PPO
+epoch of one minibatch, fp32, 2 threads. Sizes: ``small`` is the peer's default (hidden 128, 2
+layers, 32 tokens), ``large`` hidden 512, 4 layers, 128 tokens.
 
 Arms run as fresh processes, interleaved A B A B: ``trl`` is the peer script itself; ``purerl`` is
 ``purerl.trainer.Trainer`` (dataset task on the same prompts, ``algo.reward=vr``, ``kl_coef=0``,
@@ -31,7 +31,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import ForeignCPU, machine, median, require_idle, write_json  # noqa: E402
+from common import ForeignCPU, machine, median, require_idle, write_json
 
 SIZES = {"small": {"hidden": 128, "layers": 2, "length": 32, "steps": 8},
          "large": {"hidden": 512, "layers": 4, "length": 128, "steps": 6}}  # fmt: skip
@@ -40,8 +40,18 @@ CLEAN = 0.05
 
 
 def build_work(peer: Path, size: str, folder: Path) -> tuple[Path, Path]:
-    """The peer's tiny model folder and its toy prompts as a JSONL file, built by the peer's own code."""
+    """The peer's tiny model folder (built by the peer's own code) and the prompts as a JSONL file.
+
+    The prompts are the peer's toy additions with each number reduced to its last digit ("23+45=" ->
+    "3+5="). TRL gets the peer's tokenizer object, which merges two-digit numbers ("23" is one token),
+    so every prompt it sees is 4 tokens long; transformers 5 reloads the saved copy as a
+    ``Qwen2Tokenizer`` (the folder's model type), whose pre-tokenizer splits digits, and purerl loads
+    that copy. The single-digit prompts are 4 tokens long under it: the same shapes, and no padding,
+    as in TRL's batches (checked here, prompt by prompt).
+    """
     import importlib.util
+
+    from transformers import AutoTokenizer
 
     spec = importlib.util.spec_from_file_location("trl_peer", peer)
     module = importlib.util.module_from_spec(spec)
@@ -49,11 +59,18 @@ def build_work(peer: Path, size: str, folder: Path) -> tuple[Path, Path]:
     s = SIZES[size]
     args = argparse.Namespace(vocab_size=384, hidden_size=s["hidden"], layers=s["layers"], seed=0)
     model_dir = folder / f"model-{size}"
-    if not (model_dir / "config.json").exists():
-        module.build_tiny(str(model_dir), args)
-    prompts = folder / "prompts.jsonl"
-    rows = module.toy_dataset(0, 64)
-    prompts.write_text("".join(json.dumps({"question": r["prompt"], "answer": r["answer"]}) + "\n" for r in rows))
+    peer_tokenizer, _ = module.build_tiny(str(model_dir), args)
+    loaded = AutoTokenizer.from_pretrained(model_dir)
+    prompts, lines = folder / "prompts.jsonl", []
+    for row in module.toy_dataset(0, 64):
+        a, b = (int(x) % 10 for x in row["prompt"].rstrip("=").split("+"))
+        text = f"{a}+{b}="
+        trl_len = len(peer_tokenizer(row["prompt"], add_special_tokens=False)["input_ids"])
+        ours = len(loaded(text, add_special_tokens=False)["input_ids"])
+        if ours != trl_len:
+            raise SystemExit(f"prompt {text!r}: {ours} tokens for purerl, {trl_len} for TRL ({row['prompt']!r})")
+        lines.append(json.dumps({"question": text, "answer": str(a + b)}) + "\n")
+    prompts.write_text("".join(lines))
     return model_dir, prompts
 
 

@@ -230,8 +230,8 @@ def decode_with_offsets(
     (an incomplete UTF-8 character goes to the token that completes it), kept where those characters
     give back the decoded text exactly. Otherwise each token's text is the difference between
     decoding a short window of ids ending with it and the same window without it, with the same rule
-    for incomplete characters. Special tokens (``tokenizer.all_special_ids``) are left out of the text and get zero-width
-    spans.
+    for incomplete characters. Special tokens (``tokenizer.all_special_ids``) are left out of the text
+    and get zero-width spans.
 
     Args:
         tokenizer: a ``transformers`` fast tokenizer.

@@ -94,7 +94,9 @@ def _check_numbers(cfg: TrainConfig) -> None:
             f"rollout.max_new_tokens={r.max_new_tokens} leaves no room for a prompt in rollout.context={r.context}"
         )
     if r.min_new_tokens > r.max_new_tokens:
-        raise ConfigError(f"rollout.min_new_tokens={r.min_new_tokens} exceeds rollout.max_new_tokens={r.max_new_tokens}")
+        raise ConfigError(
+            f"rollout.min_new_tokens={r.min_new_tokens} exceeds rollout.max_new_tokens={r.max_new_tokens}"
+        )
     if not r.temperature > 0:
         raise ConfigError(f"rollout.temperature must be > 0, got {r.temperature}")
     if not 0.0 <= a.vr_fraction <= 1.0:

@@ -16,6 +16,7 @@ gets the caller's ``sys.path`` first. End of input ends the helper.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pickle
 import select
@@ -74,10 +75,8 @@ class Worker:
         self.proc, self.ready = None, False
 
     def _send(self, message) -> None:
-        try:
+        with contextlib.suppress(OSError):  # the helper died: the answer never comes, and _receive reports it
             _write(self.proc.stdin, message)
-        except (BrokenPipeError, OSError):
-            pass  # the helper died: the answer never comes, and _receive reports it
 
     def _receive(self, seconds: float):
         stdout = self.proc.stdout
@@ -131,11 +130,11 @@ def _serve() -> None:
         try:
             fn, args = pickle.loads(data)
             answer = (True, fn(*args))
-        except Exception as error:  # noqa: BLE001  (handed back to the caller, which re-raises it)
+        except Exception as error:  # handed back to the caller, which re-raises it
             answer = (False, error)
         try:
             _write(answers, answer)
-        except Exception as error:  # noqa: BLE001  (an answer that cannot be pickled)
+        except Exception as error:  # an answer (or error) that cannot be pickled
             _write(answers, (False, RuntimeError(f"unpicklable answer or error from the helper: {error}")))
 
 

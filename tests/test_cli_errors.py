@@ -440,3 +440,28 @@ def test_eval_reports_the_prompts_it_cut(tmp_path, capsys, one_thread):
     assert [r["prompt_cut"] for r in records] == [True, False]
     code = main(eval_args(path, tmp_path / "out2", "--max-new-tokens", "256"))
     one_line(capsys, code, 2, "purerl eval: error: max_new_tokens=256 leaves no room for a prompt")
+
+
+def test_min_new_tokens_keeps_eos_away_until_then(short_context_policy, one_thread):
+    """rollout.min_new_tokens (fixed work per step in benchmarks): a policy that wants to stop at once
+    (EOS logit raised) answers with EOS alone, and with min_new_tokens=6 only after 6 tokens."""
+    from purerl.config import load_config
+    from purerl.config_io import ConfigError
+    from purerl.models import load_policy
+    from purerl.rollout.hf import HFGenerate
+
+    model, tok = load_policy(short_context_policy)
+    bias = torch.zeros(len(tok))
+    bias[tok.eos_token_id] = 50.0
+    model.lm_head.register_forward_hook(lambda module, args, out: out + bias)
+    backend = HFGenerate(model.eval(), tok)
+    prompts = ["Add 1 to 2:", "So 3."]
+    eager = backend.generate(prompts, max_new_tokens=10, greedy=True)
+    assert eager.response_mask.sum(-1).tolist() == [1, 1] and not eager.truncated.any()
+    held = backend.generate(prompts, max_new_tokens=10, greedy=True, min_new_tokens=6)
+    assert held.response_mask.sum(-1).tolist() == [7, 7]  # six tokens, then EOS
+    assert (held.response_ids[:, 6] == tok.eos_token_id).all()
+    with pytest.raises(ConfigError, match=r"rollout\.min_new_tokens=90 exceeds rollout\.max_new_tokens=80"):
+        load_config(None, ["rollout.min_new_tokens=90"])
+    with pytest.raises(ConfigError, match=r"rollout\.min_new_tokens must be >= 0"):
+        load_config(None, ["rollout.min_new_tokens=-1"])
