@@ -9,7 +9,9 @@ from the built-in policy and splits them into steps, as a training step does. Th
   score      ``prm.score(prompts, steps)``: what a training step calls (building the PRM's inputs,
              length-bucketed forward passes, reading each step's score);
   forward    the model alone on the same token ids, padded into one batch (one forward call);
-  bucketed   the model alone on the same ids in ``score``'s length buckets (no input building).
+  bucketed   the model alone on the same ids in ``score``'s length buckets (no input building);
+  inputs     building the PRM's inputs alone, every prompt and step in one tokenizer call (``score``'s);
+  inputs_by_piece  the same, one tokenizer call per prompt and per step (``score`` before).
 
 Prints tokens per second of each (real tokens, padding not counted) and the ratios to ``forward``.
 """
@@ -47,11 +49,11 @@ def main() -> None:
     import torch
 
     from purerl.prm.batching import bucketed_scores
-    from purerl.prm.token_classification import build_prm_inputs
+    from purerl.prm.token_classification import batch_prm_inputs, build_prm_inputs
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--batches", type=int, default=4)
-    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--repeats", type=int, default=15)
     parser.add_argument("--override", nargs="*", default=[], help="key=value config overrides (the PRM, its size)")
     parser.add_argument("--json")
     args = parser.parse_args()
@@ -81,7 +83,17 @@ def main() -> None:
         for batch in items:
             bucketed_scores(prm.model, batch, pad, prm.batch_tokens, lambda logits: logits[..., 0])
 
-    arms = {"score": score, "forward": forward, "bucketed": bucketed}
+    def inputs():
+        for prompts, steps in batches:
+            batch_prm_inputs(prm.tokenizer, prompts, steps, prm.separator)
+
+    def inputs_by_piece():
+        for prompts, steps in batches:
+            for p, s in zip(prompts, steps):
+                build_prm_inputs(prm.tokenizer, p, s, prm.separator)
+
+    arms = {"score": score, "forward": forward, "bucketed": bucketed, "inputs": inputs,
+            "inputs_by_piece": inputs_by_piece}  # fmt: skip
     times = {name: [] for name in arms}
     for fn in arms.values():
         fn()  # warm-up
@@ -96,10 +108,10 @@ def main() -> None:
     steps = sum(len(s) for b in batches for s in b[1])
     print(f"machine: {info['cpu']}, {info['cores']} cores, torch {info['torch']}, 2 threads; {responses} responses, "
           f"{steps} steps, {tokens} PRM tokens; median of {args.repeats}, interleaved")  # fmt: skip
-    print(f"{'arm':<9} {'seconds':>8} {'tokens/s':>9} {'x forward':>9}")
+    print(f"{'arm':<16} {'seconds':>8} {'tokens/s':>9} {'x forward':>9}")
     for name, r in result.items():
         ratio = r["seconds"] / result["forward"]["seconds"]
-        print(f"{name:<9} {r['seconds']:>8.3f} {r['tokens_per_second']:>9.0f} {ratio:>9.2f}")
+        print(f"{name:<16} {r['seconds']:>8.3f} {r['tokens_per_second']:>9.0f} {ratio:>9.2f}")
     write_json(args.json, {"machine": info, "idle_check_busy": busy, "responses": responses, "steps": steps,
                            "tokens": tokens, "arms": result, "times": times})  # fmt: skip
 

@@ -215,7 +215,8 @@ class AlgoConfig:
     ppo_epochs: int = 1
     """Passes over each batch."""
     minibatches: int = 2
-    """Minibatches per pass."""
+    """Minibatches per pass (with 1 epoch of 1 minibatch and no reference model the update is
+    on-policy: its own forward gives the old log-probs, and no separate pass runs)."""
     grad_clip: float = 1.0
     """Max gradient norm."""
     kl_coef: float = 1e-3

@@ -78,7 +78,9 @@ class RolloutBackend(Protocol):
                  greedy: bool = False) -> Rollout:  # fmt: skip
         """One response per prompt (repeat a prompt for K samples), laid out as a :class:`Rollout`.
         A prompt longer than the policy's context allows is cut from the left and marked in
-        ``Rollout.prompt_cut`` (the ``hf`` backend's rule: :func:`purerl.rollout.hf.prompt_budget`)."""
+        ``Rollout.prompt_cut`` (the ``hf`` backend's rule: :func:`purerl.rollout.hf.prompt_budget`).
+        A backend that takes ``min_new_tokens`` (no EOS before that many tokens) gets it from
+        ``rollout.min_new_tokens`` when that is set."""
         ...
 
 
