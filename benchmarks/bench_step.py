@@ -27,8 +27,10 @@ import tempfile
 import time
 from pathlib import Path
 
+import torch
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_vs_trl import DEFAULT_PEER, SIZES, build_work
+from bench_vs_trl import DEFAULT_PEER, SIZES, build_work, run_overrides, work_overrides
 from common import machine, matmul_peak, median, require_idle, transformer_flops, write_json
 
 MODEL_PHASES = ("rollout", "logprobs", "update", "reward")
@@ -66,25 +68,10 @@ class FlopCounter:
         b, n = ids.shape
         total = mask.shape[-1] if mask is not None and mask.dim() == 2 else n
         flops = transformer_flops(self.config, b * n, context=total - n / 2)
-        if module.training and __import__("torch").is_grad_enabled():
+        if module.training and torch.is_grad_enabled():
             flops *= 3  # backward: twice the forward
         phase = self.phase_of()
         self.flops[phase] = self.flops.get(phase, 0.0) + flops
-
-
-def overrides_for(setup: str, work: dict | None, out: str, steps: int) -> tuple[str | None, list[str]]:
-    base = [f"run.out_dir={out}", "run.threads=2", f"run.steps={steps}", "run.eval_every=100000",
-            "run.checkpoint_every=100000", "run.tensorboard=false"]  # fmt: skip
-    if setup == "builtin":
-        return None, base
-    s = SIZES[setup]
-    return None, [
-        *base, f"policy.path={work['model']}", f"data.train.path={work['prompts']}", "data.task=dataset",
-        "algo.reward=vr",
-        "algo.vr_fraction=1.0", "algo.kl_coef=0", "algo.ppo_epochs=1", "algo.minibatches=1", "algo.lr=1e-5",
-        "rollout.prompts_per_step=8", "rollout.k=8", f"rollout.max_new_tokens={s['length']}",
-        f"rollout.min_new_tokens={s['length']}",
-    ]  # fmt: skip
 
 
 def instrument(trainer, times: dict, memory: dict) -> None:
@@ -121,8 +108,6 @@ def instrument(trainer, times: dict, memory: dict) -> None:
 
 
 def run(args) -> dict:
-    import torch
-
     from purerl.config import load_config
     from purerl.trainer import Trainer
 
@@ -133,8 +118,10 @@ def run(args) -> dict:
         folder.mkdir(parents=True, exist_ok=True)
         model, prompts = build_work(args.peer, args.setup, folder)
         work = {"model": model, "prompts": prompts}
-    path, overrides = overrides_for(args.setup, work, tempfile.mkdtemp(), args.steps)
-    trainer = Trainer(load_config(path, overrides + list(args.override)))
+    overrides = run_overrides(tempfile.mkdtemp(), args.steps)
+    if work is not None:
+        overrides += work_overrides(work["model"], work["prompts"], SIZES[args.setup]["length"])
+    trainer = Trainer(load_config(None, overrides + list(args.override)))
     counters = [FlopCounter(trainer.policy, lambda: trainer.phase)]
     if trainer.prm is not None and hasattr(trainer.prm, "model"):
         counters.append(FlopCounter(trainer.prm.model, lambda: "reward"))

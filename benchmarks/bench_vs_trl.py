@@ -74,6 +74,22 @@ def build_work(peer: Path, size: str, folder: Path) -> tuple[Path, Path]:
     return model_dir, prompts
 
 
+def run_overrides(out: str, steps: int) -> list[str]:
+    """A timed run: ``steps`` steps on 2 threads, no evaluation or checkpoint before the last step."""
+    return [f"run.out_dir={out}", "run.threads=2", f"run.steps={steps}", "run.eval_every=100000",
+            "run.checkpoint_every=100000", "run.tensorboard=false"]  # fmt: skip
+
+
+def work_overrides(model, prompts, length: int) -> list[str]:
+    """purerl's side of the work TRL's peer script does (the module docstring)."""
+    return [
+        f"policy.path={model}", f"data.train.path={prompts}", "data.task=dataset", "algo.reward=vr",
+        "algo.vr_fraction=1.0", "algo.kl_coef=0", "algo.ppo_epochs=1", "algo.minibatches=1", "algo.lr=1e-5",
+        "rollout.prompts_per_step=8", "rollout.k=8", f"rollout.max_new_tokens={length}",
+        f"rollout.min_new_tokens={length}",
+    ]  # fmt: skip
+
+
 def purerl_child(model: str, prompts: str, length: int, steps: int) -> dict:
     """Runs in a fresh process: ``steps`` steps of purerl's trainer; per-step wall times and phases."""
     import torch
@@ -81,16 +97,8 @@ def purerl_child(model: str, prompts: str, length: int, steps: int) -> dict:
     from purerl.config import load_config
     from purerl.trainer import Trainer
 
-    out = tempfile.mkdtemp()
-    overrides = [
-        f"policy.path={model}", f"data.train.path={prompts}", "data.task=dataset", "algo.reward=vr",
-        "algo.vr_fraction=1.0", "algo.kl_coef=0", "algo.ppo_epochs=1", "algo.minibatches=1", "algo.lr=1e-5",
-        "rollout.prompts_per_step=8", "rollout.k=8", f"rollout.max_new_tokens={length}",
-        f"rollout.min_new_tokens={length}", "run.threads=2", f"run.steps={steps}", f"run.out_dir={out}",
-        "run.eval_every=100000", "run.checkpoint_every=100000", "run.tensorboard=false",
-    ]  # fmt: skip
-    cfg = load_config(None, overrides)
-    trainer = Trainer(cfg)
+    overrides = run_overrides(tempfile.mkdtemp(), steps) + work_overrides(model, prompts, length)
+    trainer = Trainer(load_config(None, overrides))
     stamps, foreign, meter = [], [], ForeignCPU()
     log_step = trainer.logger.log_step
 

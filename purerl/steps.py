@@ -249,10 +249,10 @@ def decode_with_offsets(
         [tuple(o) for o in offs] if list(re_ids) == content else None
         for re_ids, offs, content in zip(enc["input_ids"], enc["offset_mapping"], contents)
     ]
-    table = _byte_table(tokenizer) if any(offs is None for offs in content_offsets) else None
-    for i, offs in enumerate(content_offsets):
-        if offs is None and table is not None:
-            content_offsets[i] = _byte_offsets(table, contents[i], texts[i])
+    table = _byte_table(tokenizer) if None in content_offsets else None
+    if table is not None:
+        content_offsets = [_byte_offsets(table, ids, text) if offs is None else offs
+                           for ids, text, offs in zip(contents, texts, content_offsets)]  # fmt: skip
     slow = [i for i, offs in enumerate(content_offsets) if offs is None]
     for i, (text, offs) in zip(slow, _window_offsets(tokenizer, [contents[i] for i in slow], window)):
         texts[i], content_offsets[i] = text, offs
@@ -270,7 +270,8 @@ def decode_with_offsets(
 
 
 @lru_cache(maxsize=8)
-def _byte_table_of(tokenizer) -> tuple[bytes | None, ...] | None:
+def _byte_table(tokenizer) -> tuple[bytes | None, ...] | None:
+    """Each id's bytes for a byte-level BPE tokenizer (None for other tokenizers), built once."""
     backend = getattr(tokenizer, "backend_tokenizer", None)
     if backend is None or type(backend.decoder).__name__ != "ByteLevel":
         return None
@@ -283,14 +284,6 @@ def _byte_table_of(tokenizer) -> tuple[bytes | None, ...] | None:
         else:
             table.append(bytes(to_byte[ch] for ch in token))
     return tuple(table)
-
-
-def _byte_table(tokenizer) -> tuple[bytes | None, ...] | None:
-    """Each id's bytes for a byte-level BPE tokenizer (None for other tokenizers)."""
-    try:
-        return _byte_table_of(tokenizer)
-    except TypeError:  # an unhashable tokenizer object
-        return None
 
 
 @lru_cache(maxsize=1)
