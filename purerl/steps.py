@@ -24,10 +24,10 @@ Edge cases, decided once:
 from __future__ import annotations
 
 import bisect
-import codecs
 from collections.abc import Sequence
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import lru_cache, partial
+from itertools import accumulate
 from typing import Any
 
 import regex as rx
@@ -224,14 +224,13 @@ def decode_with_offsets(
 
     Works for any Hugging Face tokenizer and for non-canonical tokenisations (sampled ids need not be
     what the tokenizer would produce from their text). Fast path: decode, re-encode with offsets, and
-    keep the tokenizer's own offsets where re-encoding gives back the same ids. Otherwise, for a
-    byte-level BPE (GPT-2, Qwen, Llama 3, SmolLM2), each token's bytes come from a table of the
-    vocabulary built once per tokenizer, and a token's span holds the characters its bytes complete
-    (an incomplete UTF-8 character goes to the token that completes it), kept where those characters
-    give back the decoded text exactly. Otherwise each token's text is the difference between
-    decoding a short window of ids ending with it and the same window without it, with the same rule
-    for incomplete characters. Special tokens (``tokenizer.all_special_ids``) are left out of the text
-    and get zero-width spans.
+    keep the tokenizer's own offsets where re-encoding gives back the same ids. Otherwise each token's
+    text is the difference between decoding a short window of ids ending with it and the same window
+    without it; an incomplete UTF-8 character (decoded as U+FFFD) goes to the token that completes
+    it. For a byte-level BPE (GPT-2, Qwen, Llama 3, SmolLM2) those windows are decoded from a table
+    of each id's bytes, built once per tokenizer, wherever the table decodes the whole response to
+    the tokenizer's own text; elsewhere the tokenizer decodes them (two decodes a token, slower).
+    Special tokens (``tokenizer.all_special_ids``) are left out of the text and get zero-width spans.
 
     Args:
         tokenizer: a ``transformers`` fast tokenizer.
@@ -249,13 +248,14 @@ def decode_with_offsets(
         [tuple(o) for o in offs] if list(re_ids) == content else None
         for re_ids, offs, content in zip(enc["input_ids"], enc["offset_mapping"], contents)
     ]
-    table = _byte_table(tokenizer) if None in content_offsets else None
-    if table is not None:
-        content_offsets = [_byte_offsets(table, ids, text) if offs is None else offs
-                           for ids, text, offs in zip(contents, texts, content_offsets)]  # fmt: skip
     slow = [i for i, offs in enumerate(content_offsets) if offs is None]
-    for i, (text, offs) in zip(slow, _window_offsets(tokenizer, [contents[i] for i in slow], window)):
-        texts[i], content_offsets[i] = text, offs
+    table = _byte_table(tokenizer) if slow else None
+    by_bytes = [i for i in slow if table is not None and _decode_bytes(table, contents[i]) == texts[i]]
+    by_tokenizer = sorted(set(slow) - set(by_bytes))
+    for rows, windows in ((by_bytes, partial(_byte_windows, table)), (by_tokenizer, partial(_windows, tokenizer))):
+        rows_ids = [contents[i] for i in rows]
+        for i, (text, offs) in zip(rows, _window_offsets(windows(rows_ids, window), rows_ids)):
+            texts[i], content_offsets[i] = text, offs
     offsets = []
     for ids, offs in zip(ids_batch, content_offsets):
         spans, it, pos = [], iter(offs), 0
@@ -280,7 +280,7 @@ def _byte_table(tokenizer) -> tuple[bytes | None, ...] | None:
     table: list[bytes | None] = []
     for i, token in enumerate(tokenizer.convert_ids_to_tokens(list(range(len(tokenizer))))):
         if token is None or i in added or any(ch not in to_byte for ch in token):
-            table.append(None)  # added tokens decode as their content: the window path handles them
+            table.append(None)  # added tokens decode as their content: the tokenizer decodes them
         else:
             table.append(bytes(to_byte[ch] for ch in token))
     return tuple(table)
@@ -294,37 +294,42 @@ def _bytes_to_unicode() -> dict[int, str]:
     return {**{b: chr(b) for b in printable}, **{b: chr(256 + n) for n, b in enumerate(extra)}}
 
 
-def _byte_offsets(table: Sequence[bytes | None], ids: Sequence[int], text: str) -> list[tuple[int, int]] | None:
-    """Character spans of ``ids`` from their bytes, or None when a token is not in ``table`` or the
-    characters do not give back ``text`` (the tokenizer's own decoding)."""
+def _decode_bytes(table: Sequence[bytes | None], ids: Sequence[int]) -> str | None:
+    """The text of ``ids`` from their bytes (invalid UTF-8 as U+FFFD, as the tokenizer's byte-level
+    decoder does); None when an id is not in ``table``."""
     pieces = [table[i] if 0 <= i < len(table) else None for i in ids]
-    if any(p is None for p in pieces):
-        return None
-    decoder = codecs.getincrementaldecoder("utf-8")("replace")
-    spans, pos, parts = [], 0, []
-    for piece in pieces:
-        chars = decoder.decode(piece)
-        parts.append(chars)
-        spans.append((pos, pos + len(chars)))
-        pos += len(chars)
-    tail = decoder.decode(b"", final=True)
-    if tail:
-        if not spans:
-            return None
-        parts.append(tail)
-        spans[-1] = (spans[-1][0], pos + len(tail))
-    return spans if "".join(parts) == text else None
+    return None if None in pieces else b"".join(pieces).decode("utf-8", "replace")
 
 
-def _window_offsets(
-    tokenizer: Any, contents: Sequence[list[int]], window: int
-) -> list[tuple[str, list[tuple[int, int]]]]:
+def _windows(tokenizer: Any, contents: Sequence[list[int]], window: int) -> list[str]:
+    """For each token: the tokenizer's text of the ``window`` ids before it, then with it."""
     windows: list[list[int]] = []
     for ids in contents:
         for k in range(len(ids)):
             lo = max(0, k - window)
             windows += [ids[lo:k], ids[lo : k + 1]]
-    decoded = tokenizer.batch_decode(windows, skip_special_tokens=False, clean_up_tokenization_spaces=False)
+    if not windows:
+        return []
+    return tokenizer.batch_decode(windows, skip_special_tokens=False, clean_up_tokenization_spaces=False)
+
+
+def _byte_windows(table: Sequence[bytes | None], contents: Sequence[list[int]], window: int) -> list[str]:
+    """:func:`_windows` decoded from the ids' bytes (slices of each response's bytes, no tokenizer call)."""
+    decoded = []
+    for ids in contents:
+        ends = list(accumulate(len(table[i]) for i in ids))
+        starts = [0, *ends[:-1]]
+        data = b"".join(table[i] for i in ids)
+        for k in range(len(ids)):
+            lo = starts[max(0, k - window)]
+            decoded += [data[lo : starts[k]].decode("utf-8", "replace"), data[lo : ends[k]].decode("utf-8", "replace")]
+    return decoded
+
+
+def _window_offsets(decoded: Sequence[str], contents: Sequence[list[int]]) -> list[tuple[str, list[tuple[int, int]]]]:
+    """Each token's text: the decoded window ending with it minus the same window without it (two
+    entries of ``decoded`` a token); an incomplete character (U+FFFD at the end) goes to the token
+    that completes it."""
     out, cursor = [], 0
     for ids in contents:
         pieces = []

@@ -231,9 +231,9 @@ def test_segment_batch_feeds_credit(bpe_tokenizer):
 @given(seed=st.integers(0, 10_000))
 def test_byte_table_offsets_equal_the_window_decoding_on_random_ids(bpe_tokenizer, merged_bpe_tokenizer, seed):
     """Random ids (a random policy's, far from canonical, byte tokens and broken UTF-8 included): the
-    byte-table path gives the tokenizer's own decoded text, and where that text is valid UTF-8 it gives
-    exactly the spans of the window decoding it replaced (the reference)."""
-    from purerl.steps import _byte_offsets, _byte_table, _window_offsets
+    byte table decodes them to the tokenizer's own text, and decode_with_offsets gives exactly the
+    texts and spans of the window decoding done by the tokenizer (the reference)."""
+    from purerl.steps import _byte_table, _byte_windows, _decode_bytes, _window_offsets, _windows
 
     rng = random.Random(seed)
     for tokenizer in (bpe_tokenizer, merged_bpe_tokenizer):
@@ -241,23 +241,23 @@ def test_byte_table_offsets_equal_the_window_decoding_on_random_ids(bpe_tokenize
         assert table is not None
         special = set(tokenizer.all_special_ids)
         normal = [i for i in range(len(tokenizer)) if i not in special]
-        rows = [[rng.choice(normal) for _ in range(rng.randint(0, 40))] for _ in range(8)]
+        rows = [[rng.choice(normal) for _ in range(rng.randint(1, 40))] for _ in range(8)]
         rows.append([tokenizer.convert_tokens_to_ids(ch) for ch in tokenizer.convert_ids_to_tokens(
             tokenizer("é∑ ok", add_special_tokens=False)["input_ids"])[0]])  # bytes of "é" split  # fmt: skip
         texts = tokenizer.batch_decode(rows, skip_special_tokens=False, clean_up_tokenization_spaces=False)
-        for ids, text, (window_text, window_spans) in zip(rows, texts, _window_offsets(tokenizer, rows, 6)):
-            spans = _byte_offsets(table, ids, text)
-            assert spans is not None and len(spans) == len(ids)
-            assert spans[-1][1] == len(text) if ids else spans == []
-            if "\ufffd" not in text:
-                assert window_text == text and spans == window_spans
+        assert [_decode_bytes(table, ids) for ids in rows] == texts
+        assert _byte_windows(table, rows, 6) == _windows(tokenizer, rows, 6)  # every window, decoded alike
+        reference = _window_offsets(_windows(tokenizer, rows, 6), rows)
+        got_texts, got_spans = decode_with_offsets(tokenizer, [[*ids, tokenizer.eos_token_id] for ids in rows])
+        for ids, text, spans, (window_text, window_spans) in zip(rows, got_texts, got_spans, reference):
+            if tokenizer(text, add_special_tokens=False)["input_ids"] != ids:  # not the re-encoding path
+                assert text == window_text and spans[:-1] == window_spans
 
 
-def test_offsets_fall_back_to_the_window_decoding_for_other_tokenizers(bpe_tokenizer):
-    from purerl.steps import _byte_offsets, _byte_table
+def test_offsets_fall_back_to_the_tokenizer_for_other_tokenizers(bpe_tokenizer):
+    from purerl.steps import _byte_table, _decode_bytes
 
     assert _byte_table(object()) is None
     table = _byte_table(bpe_tokenizer)
-    ids = bpe_tokenizer("Add 5.", add_special_tokens=False)["input_ids"]
-    assert _byte_offsets(table, ids, "something else") is None  # the tokenizer decoded differently
-    assert _byte_offsets(table, [len(table) + 5], "") is None  # an id outside the vocabulary
+    assert _decode_bytes(table, bpe_tokenizer("Add 5.", add_special_tokens=False)["input_ids"]) == "Add 5."
+    assert _decode_bytes(table, [len(table) + 5]) is None  # an id outside the vocabulary
