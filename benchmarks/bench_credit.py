@@ -15,10 +15,10 @@ import time
 
 import torch
 
-from purerl.credit import pure_advantages
-from purerl.kl import kl_penalty
-from purerl.steps import decode_with_offsets, segment_batch
-from purerl.tokenization import train_bpe_tokenizer
+from purerl.algo.credit import pure_advantages
+from purerl.algo.kl import kl_penalty
+from purerl.models.tokenization import train_bpe_tokenizer
+from purerl.pipeline.steps import decode_with_offsets, segment_batch
 
 
 def synthetic_batch(prompts: int, k: int, steps: int, tokens: int, device: str, seed: int = 0):

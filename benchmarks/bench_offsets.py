@@ -25,7 +25,7 @@ from common import machine, median
 def main() -> None:
     from transformers import AutoTokenizer
 
-    from purerl.steps import _window_offsets, _windows, decode_with_offsets
+    from purerl.pipeline.steps import _window_offsets, _windows, decode_with_offsets
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tokenizer", help="a tokenizer folder (default: the built-in policy's)")
@@ -36,8 +36,8 @@ def main() -> None:
     if args.tokenizer:
         tok = AutoTokenizer.from_pretrained(args.tokenizer)
     else:
-        from purerl.builders import build_policy
         from purerl.config import load_config
+        from purerl.training.builders import build_policy
 
         _, tok = build_policy(load_config(None, []))
     rng = random.Random(0)

@@ -31,7 +31,7 @@ from common import machine, median, require_idle, write_json
 def sampled_batches(n: int, overrides: list[str]):
     """``n`` batches of (prompts, steps) from the default job's policy, and the trainer (its PRM)."""
     from purerl.config import load_config
-    from purerl.trainer import Trainer
+    from purerl.training.trainer import Trainer
 
     cfg = load_config(None, [f"run.out_dir={tempfile.mkdtemp()}", "run.threads=2", "run.tensorboard=false",
                              *overrides])  # fmt: skip

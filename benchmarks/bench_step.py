@@ -109,7 +109,7 @@ def instrument(trainer, times: dict, memory: dict) -> None:
 
 def run(args) -> dict:
     from purerl.config import load_config
-    from purerl.trainer import Trainer
+    from purerl.training.trainer import Trainer
 
     torch.set_num_threads(2)
     work = None

@@ -11,7 +11,7 @@ epoch of one minibatch, fp32, 2 threads. Sizes: ``small`` is the peer's default 
 layers, 32 tokens), ``large`` hidden 512, 4 layers, 128 tokens.
 
 Arms run as fresh processes, interleaved A B A B: ``trl`` is the peer script itself; ``purerl`` is
-``purerl.trainer.Trainer`` (dataset task on the same prompts, ``algo.reward=vr``, ``kl_coef=0``,
+``purerl.training.trainer.Trainer`` (dataset task on the same prompts, ``algo.reward=vr``, ``kl_coef=0``,
 ``ppo_epochs=1``, ``minibatches=1``); ``--before PATH`` adds ``purerl-before``, the trainer from
 another checkout (``git worktree add PATH <commit>``). A purerl step is timed from one logged step
 to the next, so it includes everything the loop does (samples, metrics, monitors, logging). A step
@@ -95,7 +95,7 @@ def purerl_child(model: str, prompts: str, length: int, steps: int) -> dict:
     import torch
 
     from purerl.config import load_config
-    from purerl.trainer import Trainer
+    from purerl.training.trainer import Trainer
 
     overrides = run_overrides(tempfile.mkdtemp(), steps) + work_overrides(model, prompts, length)
     trainer = Trainer(load_config(None, overrides))

@@ -25,10 +25,10 @@ import re
 import time
 from pathlib import Path
 
-from purerl.builders import builtin_policy_path
-from purerl.cli import build_parser
+from purerl.commands.cli import build_parser
 from purerl.config import load_config
-from purerl.prm.labeling import run_label_steps, side_paths
+from purerl.models.builtin import builtin_policy_path
+from purerl.prmtools.labeling import run_label_steps, side_paths
 from purerl.tasks import arithmetic as A
 
 

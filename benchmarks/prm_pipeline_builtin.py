@@ -54,8 +54,8 @@ def eval_prm(prm: str, test: Path, out: Path, *extra: str) -> dict:
 def step_accuracy(folder: Path, test: Path) -> dict:
     """Share of the test steps where the PRM's sign (score > 0: correct) matches the exact label, over
     all steps and over the steps up to the first wrong one."""
-    from purerl.prm.stepdata import StepDataConfig, load_step_examples
     from purerl.prm.token_classification import TokenClassificationPRM
+    from purerl.prmtools.stepdata import StepDataConfig, load_step_examples
 
     examples = load_step_examples(StepDataConfig(path=str(test))).examples
     scores = TokenClassificationPRM.load(str(folder), separator="\n").score(
@@ -78,8 +78,8 @@ def rl_run(out: Path, steps: int, *prm: str) -> dict:
 
 def builtin_prm() -> str:
     """The shipped built-in PRM's folder (the default config's learned PRM)."""
-    from purerl.builders import prm_path
     from purerl.config import load_config
+    from purerl.models.builtin import prm_path
 
     return str(prm_path(load_config(None)))
 

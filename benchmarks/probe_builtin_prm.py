@@ -19,9 +19,9 @@ import sys
 
 import torch
 
-from purerl.builders import prm_path
 from purerl.config import load_config
-from purerl.models import load_prm_model
+from purerl.models.builtin import prm_path
+from purerl.models.loading import load_prm_model
 from purerl.prm.token_classification import TokenClassificationPRM
 from purerl.tasks import arithmetic as A
 

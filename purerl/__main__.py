@@ -1,5 +1,5 @@
 import sys
 
-from purerl.cli import main
+from purerl.commands.cli import main
 
 sys.exit(main())

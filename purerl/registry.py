@@ -78,15 +78,16 @@ functions and the config share (kept here, beside the credit modes, so that the 
 
 TRANSFORMS = Registry(
     "credit mode",
-    {"soft_min": "purerl.credit:soft_min_transform", "min": "purerl.credit:min_transform",
-     "sum": "purerl.credit:sum_transform"},
+    {"soft_min": "purerl.algo.credit:soft_min_transform", "min": "purerl.algo.credit:min_transform",
+     "sum": "purerl.algo.credit:sum_transform"},
 )  # fmt: skip
 """Step-reward transforms (PURE Eq. 3-5): name -> ``fn(step_rewards, step_mask, temperature) -> (B, S)``."""
 
 KL_ESTIMATORS = Registry(
     "KL estimator",
-    {"k1": "purerl.kl:kl_k1", "kl": "purerl.kl:kl_k1", "abs": "purerl.kl:kl_abs", "k2": "purerl.kl:kl_k2",
-     "mse": "purerl.kl:kl_k2", "k3": "purerl.kl:kl_k3", "low_var_kl": "purerl.kl:kl_k3"},
+    {"k1": "purerl.algo.kl:kl_k1", "kl": "purerl.algo.kl:kl_k1", "abs": "purerl.algo.kl:kl_abs",
+     "k2": "purerl.algo.kl:kl_k2", "mse": "purerl.algo.kl:kl_k2", "k3": "purerl.algo.kl:kl_k3",
+     "low_var_kl": "purerl.algo.kl:kl_k3"},
 )  # fmt: skip
 """Per-token KL estimators: name -> ``fn(logprobs, ref_logprobs) -> (B, T)``."""
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from transformers import AutoTokenizer
 
-from purerl.tokenization import train_bpe_tokenizer
+from purerl.models.tokenization import train_bpe_tokenizer
 
 SHARED_DATA = Path(os.environ.get("PURERL_SHARED_DATA", Path(__file__).resolve().parents[1].parent / "shared" / "data"))
 """The shared benchmark files (``../shared/data`` beside the checkout, or ``$PURERL_SHARED_DATA``)."""
@@ -52,7 +52,7 @@ def merged_bpe_tokenizer(tmp_path_factory):
 @pytest.fixture(scope="session")
 def prm_folder(tmp_path_factory, bpe_tokenizer):
     """A tiny random token-classification PRM saved like a downloaded one, with the GPT-2 style tokenizer."""
-    from purerl.models import TinyModelConfig, new_prm
+    from purerl.models.loading import TinyModelConfig, new_prm
 
     folder = tmp_path_factory.mktemp("prm")
     size = TinyModelConfig(hidden_size=32, num_layers=1, intermediate_size=64)
@@ -99,3 +99,28 @@ def tiny_cache(tmp_path_factory):
                          text=True, timeout=600, env=env, cwd=TINY_CONFIG.parents[1])  # fmt: skip
     assert out.returncode == 0, out.stderr
     return folder
+
+
+BAD_PRM_AND_CREDIT = [
+    (["prm.kind=nope"], "prm.kind='nope': choose one of"),
+    (["prm.score_map=cubic"], "prm.score_map='cubic': choose one of"),
+    (["prm.kind=qwen_prm"], "prm.kind=qwen_prm needs prm.path"),
+    (["prm.kind=rule", "prm.path=/some/folder"], "prm.kind=rule checks steps by program and takes no prm.path"),
+    (["prm.dtype=float8"], "prm.dtype='float8': choose one of"),
+    (["algo.mode=median"], "algo.mode='median': choose one of"),
+    (["algo.mode=soft_min", "algo.temperature=0"], "algo.temperature must be > 0"),
+    (["algo.vr_fraction=1.5"], r"algo.vr_fraction must lie in \[0, 1\]"),
+    (["algo.kl_estimator=k9"], "algo.kl_estimator='k9': choose one of"),
+    (["algo.reward=both"], "algo.reward='both': choose one of"),
+    (["algo.kl_coef=-1"], "algo.kl_coef must be >= 0"),
+    (["algo.vr_coef=abc"], "algo.vr_coef"),
+]
+"""Bad PRM and credit settings, each with the start of the one-line error every route must give for it
+(``purerl train``, ``python -m purerl.integrations.trl`` and the verl plugin read the same purerl
+config, so each must answer with the same line, naming the key)."""
+
+
+@pytest.fixture(params=BAD_PRM_AND_CREDIT, ids=lambda case: " ".join(case[0]))
+def bad_prm_or_credit(request):
+    """One of :data:`BAD_PRM_AND_CREDIT`: ``(overrides, message regex)``."""
+    return request.param

@@ -6,14 +6,25 @@ Usage: RANK=r WORLD_SIZE=2 MASTER_ADDR=127.0.0.1 MASTER_PORT=p python distribute
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import sys
 
 import torch
 import torch.distributed as dist
 
-from purerl.process_rewards import CreditSettings, ProcessGroup, RewardBatch, assign_credit
-from purerl.steps import StepBatch
+from purerl.config import AlgoConfig
+from purerl.pipeline.rewards import CreditSettings, ProcessGroup, RewardBatch, assign_credit
+from purerl.pipeline.steps import StepBatch
+
+
+def credit(**changes) -> CreditSettings:
+    """Credit settings without whitening or KL unless asked (the math alone), built by the one builder."""
+    plain = AlgoConfig(mode="min", whiten=False, kl_coef=0.0, kl_in_reward=False)
+    max_len = changes.pop("max_len", None)
+    base = CreditSettings.from_algo(plain, max_len)
+    return dataclasses.replace(base, **changes)
+
 
 B, K, MAX_S, MAX_T, N = 12, 3, 6, 40, 48
 """12 responses, groups of 3; split 6 + 6 over two processes, so group 1 (rows 3-5) sits on one and
@@ -67,9 +78,9 @@ def as_batch(rows, group_ids) -> RewardBatch:
 
 
 SETTINGS = {
-    "soft_min": CreditSettings(mode="soft_min", max_len=N, vr_coef=0.5, kl_coef=0.1, kl_in_reward=True),
-    "min": CreditSettings(mode="min", vr_coef=1.0),
-    "sum": CreditSettings(mode="sum", max_len=N, kl_coef=0.05, kl_in_reward=True),
+    "soft_min": credit(mode="soft_min", max_len=N, vr_coef=0.5, kl_coef=0.1, kl_in_reward=True),
+    "min": credit(mode="min", vr_coef=1.0),
+    "sum": credit(mode="sum", max_len=N, kl_coef=0.05, kl_in_reward=True),
 }
 
 

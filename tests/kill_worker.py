@@ -25,7 +25,7 @@ def die() -> None:
 def install(save_number: int, point: str) -> None:
     import torch
 
-    from purerl import checkpoint
+    from purerl.training import checkpoint
 
     saves = {"n": 0, "fsyncs": 0}
     original_save, original_fsync = checkpoint.save_checkpoint, checkpoint.fsync
@@ -75,6 +75,6 @@ def install(save_number: int, point: str) -> None:
 
 if __name__ == "__main__":
     install(int(sys.argv[1]), sys.argv[2])
-    from purerl.cli import main
+    from purerl.commands.cli import main
 
     sys.exit(main(sys.argv[3:]))

@@ -34,7 +34,7 @@ def test_no_function_over_60_lines_and_no_module_over_400(path):
 
 def test_credit_functions_take_the_mode_they_use():
     """No silent default credit mode: the config's default (min) and the functions' cannot disagree."""
-    from purerl.credit import process_returns, pure_advantages, transform_step_rewards
+    from purerl.algo.credit import process_returns, pure_advantages, transform_step_rewards
 
     r, m = torch.tensor([[0.5, -0.2]]), torch.ones(1, 2, dtype=torch.bool)
     with pytest.raises(TypeError, match="mode"):
@@ -49,12 +49,14 @@ def test_credit_functions_take_the_mode_they_use():
 def test_one_temperature_default():
     import inspect
 
-    from purerl import credit
+    from purerl.algo import credit
     from purerl.config import AlgoConfig
-    from purerl.process_rewards import CreditSettings
+    from purerl.pipeline.rewards import CreditSettings
     from purerl.registry import DEFAULT_TEMPERATURE
 
     defaults = [inspect.signature(f).parameters["temperature"].default
                 for f in (credit.transform_step_rewards, credit.process_returns, credit.pure_advantages)]  # fmt: skip
     assert defaults == [DEFAULT_TEMPERATURE] * 3
-    assert AlgoConfig().temperature == CreditSettings(mode="min").temperature == DEFAULT_TEMPERATURE == 0.1
+    assert (
+        AlgoConfig().temperature == CreditSettings.from_algo(AlgoConfig(), 80).temperature == DEFAULT_TEMPERATURE == 0.1
+    )

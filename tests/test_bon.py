@@ -1,4 +1,4 @@
-"""purerl.bon: aggregations, votes and selections checked by hand on real sampled responses."""
+"""purerl.commands.bon: aggregations, votes and selections checked by hand on real sampled responses."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import math
 
 import pytest
 
-from purerl.bon import aggregate, answer_classes, bon_accuracy, group_sizes, make_question, select
+from purerl.commands.bon import aggregate, answer_classes, bon_accuracy, group_sizes, make_question, select
 from tests.conftest import SHARED_DATA
 
 GRADED = SHARED_DATA / "graded" / "math_cot_100.jsonl"

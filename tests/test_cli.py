@@ -55,7 +55,7 @@ def test_a_bad_config_value_answers_without_loading_torch():
     """`purerl train` checks its config before importing the trainer (and torch / transformers)."""
     code = (
         "import sys\n"
-        "from purerl.cli import main\n"
+        "from purerl.commands.cli import main\n"
         "rc = main(['train', 'run.steps=abc'])\n"
         "print(rc, sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'transformers')))\n"
     )

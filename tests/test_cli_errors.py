@@ -18,10 +18,11 @@ import pytest
 import torch
 import transformers
 
-import purerl.cli
-import purerl.models
-from purerl.cli import main
-from purerl.models import ASSETS
+import purerl.commands.cli
+import purerl.models.loading
+import purerl.models.names
+from purerl.commands.cli import main
+from purerl.models.loading import ASSETS
 from purerl.tasks import arithmetic as A
 
 POLICY = next(ASSETS.glob("policy-*"))  # the shipped built-in policy: 256 positions
@@ -187,7 +188,7 @@ def test_a_missing_model_path_is_named_before_any_hub_lookup(args, message, prob
     monkeypatch.chdir(tmp_path)
     (tmp_path / "runs").mkdir()
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setitem(purerl.models.KNOWN_MODELS, "fake-known-model", ("no_such_package_xyz", "m.gguf"))
+    monkeypatch.setitem(purerl.models.names.KNOWN_MODELS, "fake-known-model", ("no_such_package_xyz", "m.gguf"))
     rows = tmp_path / "rows.jsonl"
     rows.write_text(json.dumps({"question": "1+1?", "answer": "2", "response": ["2", "3"]}) + "\n")
     args = [a.replace("{rows}", str(rows)) for a in args]
@@ -199,7 +200,7 @@ def test_a_missing_model_path_is_named_before_any_hub_lookup(args, message, prob
 
 
 def test_good_model_references_pass_the_path_check(tmp_path, monkeypatch):
-    from purerl.validation import check_model_path
+    from purerl.config.validation import check_model_path
 
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
     monkeypatch.delenv("TRANSFORMERS_OFFLINE", raising=False)
@@ -244,7 +245,7 @@ def test_an_os_error_names_its_path(err, message, monkeypatch, capsys):
     def handler(args):
         raise err
 
-    monkeypatch.setattr(purerl.cli, "_credit", handler)
+    monkeypatch.setattr(purerl.commands.cli, "_credit", handler)
     one_line(capsys, main(["credit"]), 2, f"purerl credit: error: {message}")
 
 
@@ -270,7 +271,7 @@ def test_an_internal_error_is_one_line_and_exit_1(err, message, monkeypatch, cap
     def handler(args):
         raise err
 
-    monkeypatch.setattr(purerl.cli, "_credit", handler)
+    monkeypatch.setattr(purerl.commands.cli, "_credit", handler)
     monkeypatch.delenv("PURERL_DEBUG", raising=False)
     line = one_line(capsys, main(["credit"]), 1, "purerl credit: ", message)
     assert len(line) < 1100
@@ -280,7 +281,7 @@ def test_purerl_debug_prints_the_traceback(monkeypatch, capsys):
     def handler(args):
         raise RuntimeError("boom")
 
-    monkeypatch.setattr(purerl.cli, "_credit", handler)
+    monkeypatch.setattr(purerl.commands.cli, "_credit", handler)
     monkeypatch.setenv("PURERL_DEBUG", "1")
     assert main(["credit"]) == 1
     err = capsys.readouterr().err
@@ -292,13 +293,13 @@ def test_ctrl_c_is_one_line_and_exit_130_and_a_system_exit_passes_through(monkey
     def interrupted(args):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(purerl.cli, "_credit", interrupted)
+    monkeypatch.setattr(purerl.commands.cli, "_credit", interrupted)
     one_line(capsys, main(["credit"]), 130, "purerl credit: interrupted")
 
     def stops(args):  # how `purerl train` exits on SIGTERM: its own message, its own code
         raise SystemExit(143)
 
-    monkeypatch.setattr(purerl.cli, "_credit", stops)
+    monkeypatch.setattr(purerl.commands.cli, "_credit", stops)
     with pytest.raises(SystemExit) as exit_info:
         main(["credit"])
     assert exit_info.value.code == 143 and capsys.readouterr().err == ""
@@ -390,7 +391,7 @@ def short_context_policy(tmp_path_factory, bpe_tokenizer):
 
 
 def test_prompts_longer_than_the_context_are_cut_from_the_left_and_counted(short_context_policy, one_thread):
-    from purerl.models import load_policy
+    from purerl.models.loading import load_policy
     from purerl.rollout import sample_answers
     from purerl.rollout.hf import HFGenerate
 
@@ -446,8 +447,8 @@ def test_min_new_tokens_keeps_eos_away_until_then(short_context_policy, one_thre
     """rollout.min_new_tokens (fixed work per step in benchmarks): a policy that wants to stop at once
     (EOS logit raised) answers with EOS alone, and with min_new_tokens=6 only after 6 tokens."""
     from purerl.config import load_config
-    from purerl.config_io import ConfigError
-    from purerl.models import load_policy
+    from purerl.config.loading import ConfigError
+    from purerl.models.loading import load_policy
     from purerl.rollout.hf import HFGenerate
 
     model, tok = load_policy(short_context_policy)

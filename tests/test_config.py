@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from purerl.config import TrainConfig, load_config, save_config
-from purerl.config_io import ConfigError
+from purerl.config.loading import ConfigError
 
 CONFIGS = sorted((Path(__file__).parent.parent / "configs").glob("*.yaml"))
 
@@ -58,16 +58,16 @@ def test_bad_files(tmp_path):
 
 def test_the_default_run_uses_the_shipped_models(monkeypatch, tmp_path):
     """A fresh machine (empty cache) must not retrain anything for `purerl train` with defaults."""
-    import purerl.prm.builtin
-    import purerl.warmstart
-    from purerl.builders import policy_path, prm_path
-    from purerl.models import ASSETS
+    import purerl.models.builtin_prm
+    import purerl.models.warmstart
+    from purerl.models.builtin import policy_path, prm_path
+    from purerl.models.loading import ASSETS
 
     def would_train(*args, **kwargs):
         raise AssertionError("purerl/assets lacks a default model: run `purerl prepare --ship`")
 
-    monkeypatch.setattr(purerl.warmstart, "sft", would_train)
-    monkeypatch.setattr(purerl.prm.builtin, "train_prm", would_train)
+    monkeypatch.setattr(purerl.models.warmstart, "sft", would_train)
+    monkeypatch.setattr(purerl.models.builtin_prm, "train_prm", would_train)
     monkeypatch.setenv("PURERL_CACHE", str(tmp_path))
     cfg = load_config()
     assert Path(policy_path(cfg)).parent == ASSETS

@@ -1,4 +1,4 @@
-"""purerl.credit against hand-computed tables and a plain-loop reference of DESIGN.md section 2."""
+"""purerl.algo.credit against hand-computed tables and a plain-loop reference of DESIGN.md section 2."""
 
 from __future__ import annotations
 
@@ -9,15 +9,15 @@ import pytest
 import torch
 from torch.testing import assert_close
 
-from purerl import credit, grpo, kl, stats
-from purerl.credit import (
+from purerl.algo import credit, grpo, kl, stats
+from purerl.algo.credit import (
     pure_advantages,
     rloo_advantages,
     transform_step_rewards,
 )
-from purerl.grpo import grpo_advantages
-from purerl.kl import kl_penalty
-from purerl.stats import masked_mean, masked_var, masked_whiten
+from purerl.algo.grpo import grpo_advantages
+from purerl.algo.kl import kl_penalty
+from purerl.algo.stats import masked_mean, masked_var, masked_whiten
 
 # --------------------------------------------------------------------------------------------------
 # A 3-step response worked out by hand
@@ -395,7 +395,7 @@ def test_zero_and_one_step_responses_the_thank_you_hack():
     under every mode; a one-step non-answer that the PRM likes ("Thank you.", 0.9) beats a correct
     solution under min-form without verifiable rewards, and loses to it with them; whitening shifts and
     scales the batch's advantages but keeps their order."""
-    from purerl.explain import _group_tensors
+    from purerl.commands.explain import _group_tensors
 
     group = [[], [0.9], [0.9, 0.8, 0.9], [0.9, -0.7, 0.8]]  # empty, "Thank you.", solves it, one wrong step
     step_rewards, step_mask, step_ends, response_mask = _group_tensors(group, 10)

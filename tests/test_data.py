@@ -1,4 +1,4 @@
-"""purerl.data: every shared benchmark / training file through one field mapping, every format, and
+"""purerl.io.data: every shared benchmark / training file through one field mapping, every format, and
 errors that name the file, row and field."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from purerl.data import DataConfig, DataError, benchmark_path, load_examples, read_rows
+from purerl.io.data import DataConfig, DataError, benchmark_path, load_examples, read_rows
 from tests.conftest import SHARED_DATA
 
 SHARED = SHARED_DATA

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import torch
 
-from purerl.process_rewards import assign_credit
+from purerl.pipeline.rewards import assign_credit
 
 WORKER = Path(__file__).with_name("distributed_credit_worker.py")
 

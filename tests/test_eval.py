@@ -7,9 +7,9 @@ import random
 
 import pytest
 
-from purerl.cli import main
-from purerl.evaluate import EvalConfig, pass_at_k, run_eval
-from purerl.models import ASSETS
+from purerl.commands.cli import main
+from purerl.commands.evaluate import EvalConfig, pass_at_k, run_eval
+from purerl.models.loading import ASSETS
 from purerl.tasks import arithmetic as A
 from tests.conftest import SHARED_DATA
 
@@ -88,10 +88,10 @@ def test_grade_and_bon_commands_on_the_graded_file(tmp_path, capsys):
 
 def test_bon_ranks_by_a_prm_and_matches_a_hand_pick(tmp_path, prm_folder):
     """`purerl bon --prm`: every aggregation's pick at N=4 is the response a hand computation picks."""
-    from purerl.bon import aggregate
-    from purerl.models import load_prm_model
+    from purerl.commands.bon import aggregate
+    from purerl.models.loading import load_prm_model
+    from purerl.pipeline.steps import split_steps
     from purerl.prm import PRMS
-    from purerl.steps import split_steps
 
     responses = [
         "Add 1 to 2: 2+1=3.\n\nThe answer is \\boxed{3}.",
@@ -130,9 +130,9 @@ def test_the_pure_protocol_is_the_authors_evaluation():
     eval/utils.py: '{input}\\n\\nPlease reason step by step with steps separated by "\\n\\n", and put your
     final answer within \\\\boxed{{}}.', formatted without a chat template), greedy, 3000 tokens, the five
     benchmarks, the last-resort extractor."""
-    from purerl.evaluate import EvalConfig, with_protocol
+    from purerl.commands.evaluate import EvalConfig, with_protocol
     from purerl.grading import EVAL_EXTRACTORS
-    from purerl.prompts import format_prompt
+    from purerl.tasks.prompts import format_prompt
 
     question = "Find $x$ if $2x = 6$."
     expected = (

@@ -9,8 +9,8 @@ import random
 
 import pytest
 
-from purerl.cli import main
-from purerl.prm.processbench import (
+from purerl.commands.cli import main
+from purerl.prmtools.processbench import (
     auroc,
     average_ranks,
     candidate_thresholds,
@@ -20,7 +20,7 @@ from purerl.prm.processbench import (
     processbench_metrics,
     split_examples,
 )
-from purerl.prm.stepdata import StepExample
+from purerl.prmtools.stepdata import StepExample
 from purerl.tasks import arithmetic as A
 
 NAN = float("nan")
@@ -172,7 +172,7 @@ def test_a_tiny_token_classification_prm_reports_numbers_in_range(tmp_path, prm_
 
 
 def test_steps_past_the_prm_length_limit_are_nan_and_counted(tmp_path, bpe_tokenizer, capsys):
-    from purerl.models import TinyModelConfig, new_prm
+    from purerl.models.loading import TinyModelConfig, new_prm
 
     folder = tmp_path / "short_prm"
     new_prm(bpe_tokenizer, TinyModelConfig(hidden_size=32, num_layers=1, intermediate_size=64, max_positions=40),

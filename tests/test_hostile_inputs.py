@@ -17,8 +17,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import purerl.grading
-import purerl.steps
-from purerl.cli import main
+import purerl.pipeline.steps
+from purerl.commands.cli import main
 from purerl.grading import (
     EVAL_EXTRACTORS,
     GradingConfig,
@@ -128,13 +128,17 @@ def one_line(capsys, code: int, command: str, *needles: str) -> str:
 
 @pytest.fixture
 def no_work(monkeypatch):
-    """Fail (exit 1, not 2) if a command grades a response before refusing its input (purerl.bon first:
+    """Fail (exit 1, not 2) if a command grades a response before refusing its input (purerl.commands.bon first:
     importing it binds the names it takes from purerl.grading)."""
 
     def boom(*args, **kwargs):
         raise AssertionError("work started before the input was refused")
 
-    for target in ("purerl.bon.extract_answer", "purerl.grading.extract_answer", "purerl.grading.call_with_timeout"):
+    for target in (
+        "purerl.commands.bon.extract_answer",
+        "purerl.grading.extract_answer",
+        "purerl.grading.call_with_timeout",
+    ):
         monkeypatch.setattr(target, boom)
 
 
@@ -396,7 +400,7 @@ STEPS_CASES = {
 
 @pytest.mark.parametrize("pattern", STEPS_CASES)
 def test_a_bad_or_catastrophic_step_regex_is_one_line_naming_it(pattern, tmp_path, capsys, monkeypatch):
-    monkeypatch.setattr(purerl.steps, "REGEX_TIMEOUT", 0.1)  # the default, 1 s, stops the same way
+    monkeypatch.setattr(purerl.pipeline.steps, "REGEX_TIMEOUT", 0.1)  # the default, 1 s, stops the same way
     text, needle = STEPS_CASES[pattern]
     (tmp_path / "r.txt").write_text(text)
     start = time.perf_counter()

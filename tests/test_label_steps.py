@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 import torch
 
-import purerl.prm.labeling as labeling
-from purerl.cli import build_parser, main
-from purerl.prm.stepdata import StepDataConfig, load_step_examples
+import purerl.prmtools.labeling as labeling
+from purerl.commands.cli import build_parser, main
+from purerl.prmtools.stepdata import StepDataConfig, load_step_examples
 from purerl.tasks import arithmetic as A
 
 TINY = Path(__file__).resolve().parents[1] / "configs" / "tiny.yaml"

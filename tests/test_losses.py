@@ -1,4 +1,4 @@
-"""purerl.losses: PPO-clip by hand, aggregation modes, log-probs and entropy from logits."""
+"""purerl.algo.losses: PPO-clip by hand, aggregation modes, log-probs and entropy from logits."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch.testing import assert_close
 
-from purerl.losses import aggregate_loss, entropy_from_logits, logprobs_from_logits, ppo_clip_loss
+from purerl.algo.losses import aggregate_loss, entropy_from_logits, logprobs_from_logits, ppo_clip_loss
 
 
 def test_ppo_clip_by_hand():

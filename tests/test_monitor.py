@@ -6,7 +6,7 @@ import copy
 
 import torch
 
-from purerl.monitor import HackingMonitor, repetition_score, response_metrics
+from purerl.pipeline.monitor import HackingMonitor, repetition_score, response_metrics
 
 
 def row(steps=4.0, truncated=0.0, zero=0.0, one=0.0, rep=0.0, prm=None, acc=0.4):

@@ -8,11 +8,11 @@ import random
 import pytest
 import torch
 
-from purerl.models import TinyModelConfig, load_prm_model, new_prm
+from purerl.models.builtin_prm import prm_examples
+from purerl.models.loading import TinyModelConfig, load_prm_model, new_prm
+from purerl.models.prm_stages import PRMStagesConfig, _batch, train_prm
 from purerl.prm import PRMS
-from purerl.prm.builtin import prm_examples
 from purerl.prm.token_classification import TokenClassificationPRM, batch_prm_inputs, build_prm_inputs
-from purerl.prm.train import PRMTrainConfig, _batch, train_prm
 from purerl.tasks import arithmetic as A
 
 
@@ -56,7 +56,7 @@ def test_two_stage_training_learns_dense_labels(bpe_tokenizer):
     sample = prm_examples(A.ArithmeticConfig(), error_rate=0.3)
     _, _, labels = _batch(bpe_tokenizer, [sample(random.Random(1))], "\n")
     assert (labels != -100).sum() > len(sample(random.Random(1))[1])  # every step token is labelled
-    losses = train_prm(model, bpe_tokenizer, sample, PRMTrainConfig(head_steps=3, full_steps=30, batch_size=16))
+    losses = train_prm(model, bpe_tokenizer, sample, PRMStagesConfig(head_steps=3, full_steps=30, batch_size=16))
     assert len(losses) == 33
     assert sum(losses[-5:]) < sum(losses[:5])
     assert not torch.equal(head_before, model.score.weight)

@@ -18,12 +18,12 @@ from transformers import (
     Qwen2ForTokenClassification,
 )
 
-from purerl.builders import load_prm
-from purerl.models import load_prm_model
+from purerl.models.loading import load_prm_model
+from purerl.models.tokenization import train_bpe_tokenizer
+from purerl.pipeline.steps import decode_with_offsets, segment_batch
 from purerl.prm import PRMS
 from purerl.prm.batching import map_scores
-from purerl.steps import decode_with_offsets, segment_batch
-from purerl.tokenization import train_bpe_tokenizer
+from purerl.training.builders import load_prm
 from tests.conftest import arithmetic_solution
 
 QWEN_TEMPLATE = (

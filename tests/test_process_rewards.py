@@ -3,17 +3,28 @@ equal what the pure functions give on the same numbers, and nothing is changed b
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import pytest
 import torch
 from torch.testing import assert_close
 
-from purerl import process_rewards as pipeline
-from purerl.credit import pure_advantages
+from purerl.algo.credit import pure_advantages
+from purerl.config import AlgoConfig
+from purerl.pipeline import rewards as pipeline
+from purerl.pipeline.rewards import CreditSettings, RewardBatch, has_ground_truth, process_rewards
 from purerl.prm.rule import RulePRM
-from purerl.process_rewards import CreditSettings, RewardBatch, has_ground_truth, process_rewards
 from purerl.tasks import arithmetic
+
+
+def credit(**changes) -> CreditSettings:
+    """Credit settings without whitening or KL unless asked (the math alone), built by the one builder."""
+    plain = AlgoConfig(mode="min", whiten=False, kl_coef=0.0, kl_in_reward=False)
+    max_len = changes.pop("max_len", None)
+    base = CreditSettings.from_algo(plain, max_len)
+    return dataclasses.replace(base, **changes)
+
 
 PROBLEMS = [arithmetic.Problem(7, (("+", 3), ("-", 2))), arithmetic.Problem(2, (("+", 2),))]
 # K = 2 responses per problem: right, wrong at step 1 (0-2=5), right, and one without steps
@@ -59,7 +70,7 @@ def test_a_hand_made_batch_gives_the_hand_computed_record(bpe_tokenizer):
     ends = batch.steps.step_ends
     assert ends[0, 2].item() == len(_ids(bpe_tokenizer)[0]) - 1  # the last step ends on EOS
 
-    settings = CreditSettings(mode="min", max_len=40, vr_coef=0.5)
+    settings = credit(mode="min", max_len=40, vr_coef=0.5)
     pipeline.assign_credit(batch, settings)
     expected, returns = pure_advantages(
         batch.step_rewards, batch.steps.step_mask, ends, batch.response_mask.float(), batch.group_ids,
@@ -95,13 +106,13 @@ def test_unscored_steps_are_a_mask_of_their_own_and_counted(bpe_tokenizer):
     assert batch.steps.step_mask.sum().item() == 8  # every step is still a step
     assert batch.scored_mask.sum().item() == 6 and batch.unscored_steps == 2
     assert batch.step_rewards[0].tolist() == [1.0, 1.0, 0.0]
-    pipeline.assign_credit(batch, CreditSettings(mode="soft_min"))
+    pipeline.assign_credit(batch, credit(mode="soft_min"))
     expected, _ = pure_advantages(
         batch.step_rewards, batch.scored_mask, batch.steps.step_ends, batch.response_mask.float(), batch.group_ids,
         batch.verifiable_rewards, mode="soft_min",
     )  # fmt: skip
     assert_close(batch.advantages, expected)
-    metrics = pipeline.batch_metrics(batch, CreditSettings(mode="soft_min"))
+    metrics = pipeline.batch_metrics(batch, credit(mode="soft_min"))
     assert metrics["prm/unscored_steps"] == 2.0
     assert metrics["prm/min_raw"] == pytest.approx((1 - 1 + 1) / 3)  # NaN steps left out; the empty answer too
 
@@ -111,7 +122,7 @@ def test_verifiable_rewards_only_and_kl_in_the_reward(bpe_tokenizer):
     assert batch.step_scores is None and not batch.scored_mask.any()
     batch.logprobs = -torch.rand(batch.response_mask.shape, generator=torch.Generator().manual_seed(0))
     batch.ref_logprobs = batch.logprobs - 0.1
-    settings = CreditSettings(mode="min", kl_coef=0.5, kl_estimator="k1", kl_in_reward=True, process_rewards=False)
+    settings = credit(mode="min", kl_coef=0.5, kl_estimator="k1", kl_in_reward=True, process_rewards=False)
     pipeline.assign_credit(batch, settings)
     assert_close(batch.kl, torch.full_like(batch.kl, 0.1))
     # verifiable part: group 0 = [1, 0] -> +-1; group 1 = [1, 0 (no answer)] -> +-1; the KL part: -0.5 * 0.1
@@ -147,11 +158,11 @@ def test_has_ground_truth_picks_a_stable_share():
 def test_whitening_follows_the_baselines_and_the_verifiable_part(bpe_tokenizer):
     """The authors' adv_norm: whiten the final advantages (process and verifiable parts together) over
     the batch's response tokens."""
-    from purerl.stats import masked_whiten
+    from purerl.algo.stats import masked_whiten
 
     plain, white = (_batch(bpe_tokenizer, RulePRM(arithmetic.rule_checker)) for _ in range(2))
-    pipeline.assign_credit(plain, CreditSettings(mode="min", vr_coef=0.5))
-    pipeline.assign_credit(white, CreditSettings(mode="min", vr_coef=0.5, whiten=True))
+    pipeline.assign_credit(plain, credit(mode="min", vr_coef=0.5))
+    pipeline.assign_credit(white, credit(mode="min", vr_coef=0.5, whiten=True))
     assert_close(white.advantages, masked_whiten(plain.advantages, plain.response_mask))
     kept = white.advantages[white.response_mask.bool()]
     assert abs(kept.mean().item()) < 1e-6 and abs(kept.std().item() - 1) < 1e-4

@@ -14,10 +14,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from purerl import checkpoint as ckpt
 from purerl.config import load_config
-from purerl.run_control import RunStopped
-from purerl.trainer import Trainer
+from purerl.training import checkpoint as ckpt
+from purerl.training.run_control import RunStopped
+from purerl.training.trainer import Trainer
 
 ROOT = Path(__file__).parent.parent
 TINY = str(ROOT / "configs" / "tiny.yaml")
@@ -225,7 +225,7 @@ def test_guard_rollback_stops_after_max_rollbacks(tiny_cache, tmp_path, monkeypa
 
 
 def test_a_nan_loss_stops_with_the_last_checkpoint_intact(tiny_cache, tmp_path, monkeypatch):
-    import purerl.trainer as trainer_module
+    import purerl.training.trainer as trainer_module
 
     t = trainer(tiny_cache, tmp_path, monkeypatch, inject={})
     real = trainer_module.ppo_clip_loss
@@ -289,7 +289,7 @@ def test_a_run_without_a_complete_checkpoint_says_so(tmp_path):
 
 
 def test_a_cut_last_log_line_is_dropped_with_a_warning(tmp_path, caplog):
-    from purerl.logger import RunLogger, read_rows
+    from purerl.io.logger import RunLogger, read_rows
 
     path = tmp_path / "metrics.jsonl"
     path.write_text('{"step": 0}\n{"step": 1}\n{"step": 2, "x": 1')

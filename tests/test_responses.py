@@ -1,4 +1,4 @@
-"""purerl.responses: reading responses files (errors name file, row and field) and the `grade` report."""
+"""purerl.io.responses: reading responses files (errors name file, row and field) and the `grade` report."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from purerl.data import DataError
-from purerl.responses import grade_report, read_response_rows
+from purerl.io.data import DataError
+from purerl.io.responses import grade_report, read_response_rows
 
 
 def _jsonl(path, rows):

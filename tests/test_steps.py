@@ -1,4 +1,4 @@
-"""purerl.steps: splitting edge cases, properties (hypothesis), and real byte-level BPE tokenizers."""
+"""purerl.pipeline.steps: splitting edge cases, properties (hypothesis), and real byte-level BPE tokenizers."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from purerl.credit import pure_advantages
-from purerl.steps import Step, decode_with_offsets, segment, segment_batch, split_steps
+from purerl.algo.credit import pure_advantages
+from purerl.pipeline.steps import Step, decode_with_offsets, segment, segment_batch, split_steps
 
 # --------------------------------------------------------------------------------------------------
 # Splitting: the edge cases of the module docstring, one by one
@@ -233,7 +233,7 @@ def test_byte_table_offsets_equal_the_window_decoding_on_random_ids(bpe_tokenize
     """Random ids (a random policy's, far from canonical, byte tokens and broken UTF-8 included): the
     byte table decodes them to the tokenizer's own text, and decode_with_offsets gives exactly the
     texts and spans of the window decoding done by the tokenizer (the reference)."""
-    from purerl.steps import _byte_table, _byte_windows, _decode_bytes, _window_offsets, _windows
+    from purerl.pipeline.steps import _byte_table, _byte_windows, _decode_bytes, _window_offsets, _windows
 
     rng = random.Random(seed)
     for tokenizer in (bpe_tokenizer, merged_bpe_tokenizer):
@@ -255,7 +255,7 @@ def test_byte_table_offsets_equal_the_window_decoding_on_random_ids(bpe_tokenize
 
 
 def test_offsets_fall_back_to_the_tokenizer_for_other_tokenizers(bpe_tokenizer):
-    from purerl.steps import _byte_table, _decode_bytes
+    from purerl.pipeline.steps import _byte_table, _decode_bytes
 
     assert _byte_table(object()) is None
     table = _byte_table(bpe_tokenizer)

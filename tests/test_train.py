@@ -135,7 +135,7 @@ def test_dataset_task_gives_verifiable_rewards_only_where_rows_have_an_answer(ca
     """PRM+VR on real data: rows with `answer` get VR, rows with only `ref_answer` get process rewards
     alone, and their ref_answer still grades them for the metrics."""
     from purerl.config import load_config
-    from purerl.trainer import Trainer
+    from purerl.training.trainer import Trainer
 
     data = tmp_path / "math.jsonl"
     rows = [{"question": "What is 1+1?", "answer": "2", "ref_answer": "null"},
@@ -158,7 +158,7 @@ def test_dataset_task_gives_verifiable_rewards_only_where_rows_have_an_answer(ca
 
 
 def test_steps_to_reach_vr_only_counts_from_the_seed_mean_curves():
-    from purerl.compare import comparison_table, first_step_reaching
+    from purerl.commands.compare import comparison_table, first_step_reaching
 
     def run(curve):  # held-out sampled and greedy accuracy every 10 steps, plus what the summary reads
         return [{"step": s, "eval/sampled_accuracy": a, "eval/accuracy": a, "steps_per_response": 4.0,
@@ -181,9 +181,10 @@ def test_steps_to_reach_vr_only_counts_from_the_seed_mean_curves():
 def test_the_trainer_step_is_the_pipeline(cache, tmp_path, monkeypatch):
     """A trainer step's record equals the process-reward pipeline called directly on the same samples:
     what a TRL or verl integration calls gives the same credit as `purerl train`."""
-    from purerl import process_rewards as pipeline
     from purerl.config import load_config
-    from purerl.trainer import Trainer, credit_settings
+    from purerl.pipeline import rewards as pipeline
+    from purerl.pipeline.rewards import CreditSettings
+    from purerl.training.trainer import Trainer
 
     monkeypatch.setenv("PURERL_CACHE", str(cache))
     overrides = [f"run.out_dir={tmp_path}", "run.threads=1", "algo.kl_in_reward=true", "algo.vr_fraction=0.5"]
@@ -201,7 +202,7 @@ def test_the_trainer_step_is_the_pipeline(cache, tmp_path, monkeypatch):
         has_truth=[pipeline.has_ground_truth(p, 0.5) for p in batch.prompts],
     )  # fmt: skip
     direct.logprobs, direct.ref_logprobs, direct.entropy = batch.logprobs, batch.ref_logprobs, batch.entropy
-    pipeline.assign_credit(direct, credit_settings(cfg.algo, cfg.rollout.max_new_tokens))
+    pipeline.assign_credit(direct, CreditSettings.from_algo(cfg.algo, cfg.rollout.max_new_tokens))
 
     assert direct.texts == batch.texts and direct.correct == batch.correct
     assert direct.steps.steps == batch.steps.steps and direct.step_scores == batch.step_scores
@@ -215,7 +216,7 @@ def test_the_trainer_step_is_the_pipeline(cache, tmp_path, monkeypatch):
 
 
 def test_compare_arms_take_overrides_and_yaml(tmp_path):
-    from purerl.compare import parse_arms
+    from purerl.commands.compare import parse_arms
 
     arms = parse_arms(["min", "soft_min:T=0.01", "min+vr:algo.vr_fraction=0.5,algo.whiten=true"])
     assert arms["soft_min:T=0.01"] == ["algo.reward=prm", "algo.mode=soft_min", "algo.temperature=0.01"]
@@ -237,9 +238,9 @@ def test_an_on_policy_update_skips_the_old_log_prob_pass_with_the_same_results(c
     """One epoch of one minibatch without a reference: the update's own forward gives the old log-probs
     (detached) and the entropy, so the separate no-grad pass is skipped. The run matches one that makes
     that pass (ratio 1 either way, up to float rounding between the two forwards)."""
-    from purerl import trainer as trainer_module
     from purerl.config import load_config
-    from purerl.trainer import Trainer
+    from purerl.training import trainer as trainer_module
+    from purerl.training.trainer import Trainer
 
     monkeypatch.setenv("PURERL_CACHE", str(cache))
     calls = []

@@ -14,10 +14,10 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from purerl.cli import main
-from purerl.prm.stepdata import StepDataConfig, StepExample, load_step_examples
-from purerl.prm.train_config import TrainPRMConfig
-from purerl.prm.trainer import encode
+from purerl.commands.cli import main
+from purerl.prmtools.stepdata import StepDataConfig, StepExample, load_step_examples
+from purerl.prmtools.train_prm import encode
+from purerl.prmtools.train_prm_config import TrainPRMConfig
 
 ROOT = Path(__file__).parent.parent
 TINY = str(ROOT / "configs" / "tiny.yaml")
@@ -27,8 +27,8 @@ TINY = str(ROOT / "configs" / "tiny.yaml")
 def policy(tiny_cache) -> str:
     """The tiny config's warm-started policy folder (a causal LM: train-prm adds the head)."""
     os.environ["PURERL_CACHE"] = str(tiny_cache)
-    from purerl.builders import builtin_policy_path
     from purerl.config import load_config
+    from purerl.models.builtin import builtin_policy_path
 
     return str(builtin_policy_path(load_config(TINY)))
 
@@ -37,7 +37,7 @@ def policy(tiny_cache) -> str:
 def steps_file(tmp_path_factory) -> Path:
     """60 built-in-task solutions with exact step labels, in TRL's stepwise format."""
     from purerl.config import load_config
-    from purerl.prm.builtin import prm_examples
+    from purerl.models.builtin_prm import prm_examples
 
     sample, rng = prm_examples(load_config(TINY).task, error_rate=0.3), random.Random(0)
     path = tmp_path_factory.mktemp("steps") / "steps.jsonl"

@@ -1,5 +1,5 @@
 """PURE inside TRL's GRPOTrainer (the `trl` extra): the advantages TRL trains on are PURE's, computed
-again here from the completions by purerl.credit alone; a run on the built-in task end to end; and the
+again here from the completions by purerl.algo.credit alone; a run on the built-in task end to end; and the
 same step on two processes (gloo, a prompt's completions on both) against one process on the same
 global batch."""
 
@@ -16,9 +16,9 @@ import torch
 
 pytest.importorskip("trl", reason="needs the trl extra: pip install 'purerl[trl]'")
 
-from purerl.credit import pure_advantages
-from purerl.process_rewards import has_ground_truth
-from purerl.steps import decode_with_offsets, segment_batch
+from purerl.algo.credit import pure_advantages
+from purerl.pipeline.rewards import has_ground_truth
+from purerl.pipeline.steps import decode_with_offsets, segment_batch
 from purerl.tasks import arithmetic
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -36,7 +36,7 @@ ENV = {**os.environ, "OMP_NUM_THREADS": "1", "TRL_EXPERIMENTAL_SILENCE": "1"}
 
 def test_the_advantages_trl_trains_on_are_pure_advantages(tmp_path, monkeypatch, worker):
     """One TRL step in this process; then PURE's advantages of the recorded completions, computed
-    from scratch with purerl.credit (decode, split, PRM scores, grades, VR share), equal TRL's."""
+    from scratch with purerl.algo.credit (decode, split, PRM scores, grades, VR share), equal TRL's."""
     monkeypatch.setenv("TRL_EXPERIMENTAL_SILENCE", "1")
     script, args = worker._config(str(tmp_path), 1)
     trainer = worker.build_trainer(script, args, trainer_class=worker.Recording)
@@ -143,7 +143,7 @@ def test_the_paper_config_holds_the_paper_settings():
 
 
 def test_a_dataset_through_purerl_data(tmp_path, monkeypatch, worker):
-    """`task: dataset` reads problems with purerl.data; rows without an answer get no verifiable reward;
+    """`task: dataset` reads problems with purerl.io.data; rows without an answer get no verifiable reward;
     the problem text (not the chat prompt) goes to the PRM."""
     import json
 
@@ -176,7 +176,7 @@ def test_pass_at_k_counts_whole_groups_across_processes():
     from types import SimpleNamespace
 
     from purerl.integrations.trl.trainer import PureGRPOTrainer
-    from purerl.process_rewards import RewardBatch
+    from purerl.pipeline.rewards import RewardBatch
 
     # the gathered batch of two processes: group 1 straddles them, solved only on the second
     halves = [([0, 0, 1], [False, True, False]), ([1, 2, 2], [True, False, False])]

@@ -9,10 +9,11 @@ import textwrap
 
 import pytest
 
-import purerl.builders
-import purerl.trainer
+import purerl.models.builtin
+import purerl.training.builders
+import purerl.training.trainer
 from purerl.config import TrainConfig, load_config
-from purerl.config_io import ConfigError
+from purerl.config.loading import ConfigError
 from purerl.registry import KL_ESTIMATORS, PRMS, ROLLOUT_BACKENDS, TASKS, TRANSFORMS
 
 
@@ -69,10 +70,12 @@ def nothing_loads(monkeypatch):
     def boom(*args, **kwargs):
         raise AssertionError("a model or task was built before validation rejected the config")
 
-    for name in ("build_policy", "build_prm", "build_task", "build_rollout", "prm_path", "policy_path"):
-        monkeypatch.setattr(purerl.builders, name, boom)
+    for name in ("build_policy", "build_prm", "build_task", "build_rollout", "policy_path", "load_prm"):
+        monkeypatch.setattr(purerl.training.builders, name, boom)
+    for name in ("prm_path", "policy_path"):
+        monkeypatch.setattr(purerl.models.builtin, name, boom)
     for name in ("build_policy", "build_prm", "build_task", "build_rollout"):
-        monkeypatch.setattr(purerl.trainer, name, boom)
+        monkeypatch.setattr(purerl.training.trainer, name, boom)
 
 
 @pytest.mark.parametrize(("overrides", "message"), BAD, ids=lambda x: x if isinstance(x, str) else " ".join(x))
@@ -92,7 +95,7 @@ def test_dataset_and_task_settings_are_checked_against_each_other(data_file, not
 
 def test_the_trainer_validates_a_config_built_in_python(tmp_path, nothing_loads):
     """A config made in code (no load_config) is validated too before the trainer builds anything."""
-    from purerl.trainer import Trainer
+    from purerl.training.trainer import Trainer
 
     cfg = TrainConfig()
     cfg = dataclasses.replace(cfg, algo=dataclasses.replace(cfg.algo, mode="soft_min", temperature=0.0),
@@ -106,12 +109,12 @@ def test_choices_come_from_the_registries(tmp_path, monkeypatch):
     """A plugin module registers a credit mode; the config accepts it and the credit math uses it."""
     import torch
 
-    from purerl.credit import transform_step_rewards
+    from purerl.algo.credit import transform_step_rewards
 
     (tmp_path / "my_credit_plugin.py").write_text(
         textwrap.dedent(
             """
-            from purerl.credit import TRANSFORMS
+            from purerl.algo.credit import TRANSFORMS
 
             @TRANSFORMS.register("last")
             def last_step_only(rewards, step_mask, temperature):
@@ -169,7 +172,7 @@ def test_the_machine_check_names_the_key_before_the_first_model_loads(overrides,
     config loads: configs/paper.yaml (device: cuda) still loads on a laptop, to be read or checked."""
     import re
 
-    from purerl.validation import check_machine
+    from purerl.config.validation import check_machine
 
     def boom(*args, **kwargs):
         raise AssertionError("a model was loaded before the machine check")
@@ -177,12 +180,12 @@ def test_the_machine_check_names_the_key_before_the_first_model_loads(overrides,
     cfg = load_config(None, overrides)
     with pytest.raises(ConfigError, match=re.escape(message)):
         check_machine(cfg)
-    monkeypatch.setattr(purerl.builders, "load_policy", boom)
+    monkeypatch.setattr(purerl.training.builders, "load_policy", boom)
     with pytest.raises(ConfigError, match=re.escape(message)):
-        purerl.builders.build_policy(cfg)
+        purerl.training.builders.build_policy(cfg)
 
 
 def test_the_machine_check_skips_a_prm_that_a_vr_only_run_never_builds():
-    from purerl.validation import check_machine
+    from purerl.config.validation import check_machine
 
     check_machine(load_config(None, ["algo.reward=vr", "prm.device=garbage", "prm.path=./no/such/prm"]))

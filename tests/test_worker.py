@@ -1,4 +1,4 @@
-"""The helper process behind graded comparisons (purerl.worker): a fresh interpreter, not a fork."""
+"""The helper process behind graded comparisons (purerl.grading.worker): a fresh interpreter, not a fork."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from purerl.worker import Worker, WorkerTimeout
+from purerl.grading.worker import Worker, WorkerTimeout
 
 
 def _pid() -> int:
@@ -39,7 +39,7 @@ def worker():
 def test_the_helper_is_a_fresh_interpreter_not_a_fork(worker):
     assert worker.call(_pid, (), 30) != os.getpid()
     if os.path.exists("/proc/self/cmdline"):
-        assert "-m purerl.worker" in worker.call(_cmdline, (), 30)
+        assert "-m purerl.grading.worker" in worker.call(_cmdline, (), 30)
 
 
 def test_results_exceptions_and_time_outs(worker):

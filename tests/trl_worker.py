@@ -89,9 +89,9 @@ if __name__ == "__main__":
 
 def initial_weights() -> dict:
     """The policy's weights before training (the built-in warm start)."""
-    from purerl.builders import builtin_policy_path
     from purerl.config import load_config
-    from purerl.models import load_policy
+    from purerl.models.builtin import builtin_policy_path
+    from purerl.models.loading import load_policy
 
     model, _ = load_policy(builtin_policy_path(load_config()))
     return {k: v.detach().cpu() for k, v in model.state_dict().items()}

@@ -1,8 +1,10 @@
 """Process reward models behind one protocol: text steps in, one score per step out.
 
 Adapters are registered by name in :data:`purerl.registry.PRMS` (``token_classification``, ``qwen_prm``,
-``math_shepherd``, ``rule``); a config picks one with ``prm.kind``. Importing this package imports
-neither torch nor transformers: an adapter loads its model only in ``from_config`` / ``load``.
+``math_shepherd``, ``rule``); a config picks one with ``prm.kind``. Every route (``purerl train``, the TRL
+and verl integrations, ``bon``, ``eval-prm``) loads one through :func:`purerl.prm.loading.load_prm`, which
+checks the spec (the config's ``prm`` section) and resolves the built-in PRM. Importing this package
+imports neither torch nor transformers: an adapter loads its model only in ``from_spec`` / ``load``.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from typing import TYPE_CHECKING, Protocol
 from purerl.registry import PRMS
 
 if TYPE_CHECKING:
-    from purerl.config import PRMConfig, TrainConfig
+    from purerl.config import PRMConfig
     from purerl.tasks import Task
 
 __all__ = ["PRM", "PRMS", "register"]
@@ -28,14 +30,15 @@ class PRM(Protocol):
     score_range: tuple[float, float]
 
     @classmethod
-    def check_config(cls, spec: PRMConfig, task: type[Task]) -> None:
+    def check_config(cls, spec: PRMConfig, task: Task | type[Task] | None) -> None:
         """Raise ``ValueError`` naming the key when ``spec`` (the ``prm`` section) cannot work with
         ``task`` (e.g. a kind that needs ``prm.path`` without one); loads nothing."""
         ...
 
     @classmethod
-    def from_config(cls, cfg: TrainConfig, task: Task) -> PRM:
-        """The adapter a validated config asks for, with its model loaded."""
+    def from_spec(cls, spec: PRMConfig, path: str | None, task: Task | type[Task] | None) -> PRM:
+        """The adapter a checked spec asks for, with its model loaded from ``path`` (the spec's path, or
+        the built-in PRM's folder that :func:`purerl.prm.loading.load_prm` resolved)."""
         ...
 
     def score(self, prompts: Sequence[str], steps: Sequence[Sequence[str]]) -> list[list[float]]:

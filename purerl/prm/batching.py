@@ -132,7 +132,7 @@ class ModelPRM:
              **options) -> ModelPRM:  # fmt: skip
         """The adapter around the model in ``path`` (a folder or hub id), with the head its format uses.
         ``options`` may hold any config keys; those in ``cls.options`` reach the constructor."""
-        from purerl.models import load_prm_model
+        from purerl.models.loading import load_prm_model
 
         model, tokenizer = load_prm_model(path, dtype=dtype, device=device, trust_remote_code=trust_remote_code,
                                           auto_class=cls.model_class(trust_remote_code))  # fmt: skip
@@ -147,14 +147,10 @@ class ModelPRM:
             )
 
     @classmethod
-    def from_config(cls, cfg, task) -> ModelPRM:
-        return cls.load(cls.model_path(cfg), dtype=cfg.prm.dtype, device=cfg.prm.device,
-                        trust_remote_code=cfg.prm.trust_remote_code, separator=cfg.prm.separator,
-                        score_map=cfg.prm.score_map)  # fmt: skip
-
-    @classmethod
-    def model_path(cls, cfg) -> str:
-        return cfg.prm.path
+    def from_spec(cls, spec, path: str | None, task=None) -> ModelPRM:
+        return cls.load(path or spec.path, dtype=spec.dtype, device=spec.device,
+                        trust_remote_code=spec.trust_remote_code, separator=spec.separator,
+                        score_map=spec.score_map)  # fmt: skip
 
 
 class ProbabilityScores(ModelPRM):

@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from purerl.prm.batching import ProbabilityScores, bucketed_scores, map_scores, marker_positions
-from purerl.prompts import COT_SYSTEM
+from purerl.tasks.prompts import COT_SYSTEM
 
 STEP_TOKEN = "<extra_0>"
 

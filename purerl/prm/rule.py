@@ -24,7 +24,7 @@ class RulePRM:
             )
 
     @classmethod
-    def from_config(cls, cfg, task) -> RulePRM:
+    def from_spec(cls, spec, path: str | None, task) -> RulePRM:
         return cls(task.rule_checker)
 
     def score(self, prompts: Sequence[str], steps: Sequence[Sequence[str]]) -> list[list[float]]:

@@ -80,12 +80,6 @@ class TokenClassificationPRM(ModelPRM):
             log.warning("prm.path is empty: the built-in PRM, trained on the arithmetic task, scores this task's "
                         "steps; set prm.path to a PRM for it")  # fmt: skip
 
-    @classmethod
-    def model_path(cls, cfg) -> str:
-        from purerl.builders import prm_path
-
-        return prm_path(cfg)
-
     def score(self, prompts: Sequence[str], steps: Sequence[Sequence[str]]) -> list[list[float]]:
         inputs = batch_prm_inputs(self.tokenizer, prompts, steps, self.separator)
         items = [self.truncation(ids, markers) for ids, markers in inputs]

@@ -150,7 +150,7 @@ def sequence_logprobs(model, rollout: Rollout, with_entropy: bool = False):
     Logits are computed for the response positions only where the model allows it: with a large
     vocabulary the prompt's logits would be most of the memory.
     """
-    from purerl.losses import entropy_from_logits, logprobs_from_logits
+    from purerl.algo.losses import entropy_from_logits, logprobs_from_logits
 
     position_ids = (rollout.attention_mask.cumsum(-1) - 1).clamp(min=0)
     kwargs = {"input_ids": rollout.input_ids, "attention_mask": rollout.attention_mask, "position_ids": position_ids}

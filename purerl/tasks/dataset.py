@@ -1,6 +1,6 @@
 """A training task made of a dataset's math problems (e.g. the PURE paper's ~8k MATH RL prompts).
 
-Verifiable rewards come only from a row's ``answer`` (``purerl.data``); a row whose gold answer is
+Verifiable rewards come only from a row's ``answer`` (``purerl.io.data``); a row whose gold answer is
 only a monitoring ``ref_answer`` (as 7,644 rows of math8k_pure.json) trains on process rewards alone,
 while its ``ref_answer`` still feeds the accuracy metrics. Grading is ``purerl.grading`` (math-verify).
 """
@@ -10,8 +10,8 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
-from purerl.data import DataConfig, MathExample, load_examples
 from purerl.grading import grade
+from purerl.io.data import DataConfig, MathExample, load_examples
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,6 @@
 """purerl as a verl 0.9.1 plugin (runs in the environment of the `verl` extra; skipped without verl):
 the entry point registers, verl's trainer config composes with the plugin's overrides, the estimator's
-advantages equal purerl.credit on the same numbers, and the reward manager puts each step's score on
+advantages equal purerl.algo.credit on the same numbers, and the reward manager puts each step's score on
 the right token, zero-step and over-long responses included."""
 
 from __future__ import annotations
@@ -23,10 +23,10 @@ from omegaconf import OmegaConf  # noqa: E402
 from verl import DataProto  # noqa: E402
 from verl.trainer.ppo.ray_trainer import compute_advantage  # noqa: E402
 
-from purerl.credit import pure_advantages  # noqa: E402
+from purerl.algo.credit import pure_advantages  # noqa: E402
+from purerl.algo.stats import masked_whiten  # noqa: E402
 from purerl.integrations.verl.estimator import StepLayout, layout_from_infos, step_layout  # noqa: E402
 from purerl.integrations.verl.reward import PureRewardManager  # noqa: E402
-from purerl.stats import masked_whiten  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
 PAPER_OVERRIDES = (ROOT / "configs" / "verl" / "paper_overrides.txt").read_text().split()
@@ -143,7 +143,7 @@ def _row(tokenizer, question: str, response: str, truth: str | None):
 
 
 def test_the_reward_manager_puts_each_step_score_on_its_last_token(bpe_tokenizer, prm_folder):
-    from purerl.builders import load_prm
+    from purerl.training.builders import load_prm
 
     manager = _manager(bpe_tokenizer, prm_folder)
     response = "Add 1 to 2: 2+1=3.\n\nAdd 4 to 3: 3+4=7.\n\nThe answer is \\boxed{7}."

@@ -17,14 +17,14 @@ def build_trainer(script, args, trainer_class=None, **kwargs):
 
     from purerl.integrations.trl.data import VerifiableReward, build_dataset
     from purerl.integrations.trl.trainer import PureGRPOTrainer
-    from purerl.models import torch_dtype_of
+    from purerl.models.loading import torch_dtype_of
 
     if args.prm_kind == "rule" and args.pure_reward != "vr" and script.task != "arithmetic":
         raise ValueError("prm_kind=rule checks the built-in task's steps; a dataset needs a model PRM (prm_path)")
     path = script.model_name_or_path
     if path is None:
-        from purerl.builders import builtin_policy_path
         from purerl.config import load_config
+        from purerl.models.builtin import builtin_policy_path
 
         path = builtin_policy_path(load_config())
     tokenizer = AutoTokenizer.from_pretrained(path)

@@ -8,8 +8,8 @@ from dataclasses import dataclass, field
 
 from trl import GRPOConfig
 
+from purerl.config.validation import REWARDS, SCORE_MAPS
 from purerl.registry import DEFAULT_TEMPERATURE, PRMS, TRANSFORMS
-from purerl.validation import REWARDS, SCORE_MAPS
 
 
 def _help(text: str) -> dict:
@@ -82,8 +82,8 @@ class PureScriptArguments:
     model_dtype: str = field(default="float32", metadata=_help("policy weights dtype"))
     task: str = field(default="arithmetic", metadata=_help("arithmetic (built in) or dataset (data_path)"))
     data_path: str | None = field(default=None, metadata=_help("a .jsonl / .json / .parquet file or datasets folder"))
-    data_question: str | None = field(default=None, metadata=_help("question field (default: purerl.data's)"))
-    data_answer: str | None = field(default=None, metadata=_help("answer field (default: purerl.data's)"))
+    data_question: str | None = field(default=None, metadata=_help("question field (default: purerl.io.data's)"))
+    data_answer: str | None = field(default=None, metadata=_help("answer field (default: purerl.io.data's)"))
     template: str = field(default="raw", metadata=_help("raw (the prompt as text) or chat (a user message)"))
     system: str | None = field(default=None, metadata=_help("system message of the chat template"))
     num_problems: int = field(default=4096, metadata=_help("built-in task: training problems to draw"))

@@ -1,4 +1,4 @@
-"""Training data for the TRL integration: the built-in task or a dataset read by ``purerl.data``, as the
+"""Training data for the TRL integration: the built-in task or a dataset read by ``purerl.io.data``, as the
 rows GRPOTrainer samples from (``prompt``, the bare ``problem`` for the PRM, the gold ``answer``), and
 the verifiable reward TRL computes from them."""
 
@@ -7,11 +7,11 @@ from __future__ import annotations
 import random
 from collections.abc import Callable, Sequence
 
-from purerl.data import DataConfig, load_examples
 from purerl.grading import grade
 from purerl.integrations.trl.config import PureScriptArguments
-from purerl.prompts import COT_SYSTEM
+from purerl.io.data import DataConfig, load_examples
 from purerl.tasks import arithmetic
+from purerl.tasks.prompts import COT_SYSTEM
 
 
 def _completion_text(completion) -> str:

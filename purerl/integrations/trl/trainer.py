@@ -3,7 +3,7 @@
 TRL samples (transformers or vLLM), computes its reward functions and the log-probs it needs; then,
 instead of GRPO's one advantage per completion, this trainer hands TRL PURE's token-level advantages
 (B, T), which TRL's loss accepts from subclasses. The advantages come from the process-reward pipeline
-that ``purerl train`` uses (:mod:`purerl.process_rewards`): completions are split into steps with the
+that ``purerl train`` uses (:mod:`purerl.pipeline.rewards`): completions are split into steps with the
 policy tokenizer, scored by a purerl PRM adapter, verifiable rewards are the reward functions' values on
 the prompts that carry ground truth, and the group baselines span every process (a prompt's K
 completions may sit on different processes; three numbers per completion are gathered).
@@ -18,9 +18,9 @@ import time
 import torch
 from trl import GRPOTrainer
 
-from purerl import process_rewards as pipeline
-from purerl.monitor import FLAGS, HackingMonitor
-from purerl.process_rewards import CreditSettings, ProcessGroup, RewardBatch
+from purerl.pipeline import rewards as pipeline
+from purerl.pipeline.monitor import FLAGS, HackingMonitor
+from purerl.pipeline.rewards import CreditSettings, ProcessGroup, RewardBatch
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +35,7 @@ class _QuietAllNone(logging.Filter):
 
 def load_prm(args, device):
     """The PRM adapter ``args`` (a :class:`PureGRPOConfig`) names; the built-in PRM without a path."""
-    from purerl.builders import engine_prm
+    from purerl.training.builders import engine_prm
 
     return engine_prm(args.prm_kind, args.prm_path, dtype=args.prm_dtype, device=str(args.prm_device or device),
                       trust_remote_code=args.prm_trust_remote_code, score_map=args.prm_score_map,

@@ -1,6 +1,6 @@
 """Problems for verl: ``python -m purerl.integrations.verl.data IN OUT.parquet [--data_source NAME]``.
 
-Reads anything ``purerl.data`` reads (JSON, JSONL, parquet, ``datasets`` folders; its field mapping)
+Reads anything ``purerl.io.data`` reads (JSON, JSONL, parquet, ``datasets`` folders; its field mapping)
 and writes the rows verl's RL dataset expects: ``prompt`` (chat messages with the boxed-answer system
 prompt), ``data_source`` (which of verl's rule-based scorers grades it), ``reward_model.ground_truth``
 (None for a row without an answer: it gets process rewards only) and ``extra_info.question``, the bare
@@ -12,8 +12,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from purerl.data import DataConfig, load_examples
-from purerl.prompts import COT_SYSTEM
+from purerl.io.data import DataConfig, load_examples
+from purerl.tasks.prompts import COT_SYSTEM
 
 
 def verl_rows(path: str, data_source: str = "lighteval/MATH", system: str = COT_SYSTEM) -> list[dict]:
@@ -33,7 +33,7 @@ def verl_rows(path: str, data_source: str = "lighteval/MATH", system: str = COT_
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m purerl.integrations.verl.data", description=__doc__.split("\n")[0])
-    parser.add_argument("source", help="a file or folder purerl.data reads")
+    parser.add_argument("source", help="a file or folder purerl.io.data reads")
     parser.add_argument("out", help="the parquet file to write")
     parser.add_argument("--data_source", default="lighteval/MATH", help="verl's scorer for the rows")
     args = parser.parse_args(argv)

@@ -20,10 +20,10 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from purerl import process_rewards as pipeline
-from purerl.process_rewards import CreditSettings, RewardBatch
+from purerl.pipeline import rewards as pipeline
+from purerl.pipeline.rewards import CreditSettings, RewardBatch
+from purerl.pipeline.steps import StepBatch
 from purerl.registry import DEFAULT_TEMPERATURE
-from purerl.steps import StepBatch
 
 STEP_REWARDS, STEP_ENDS, VR = "pure_step_rewards", "pure_step_ends", "pure_vr"
 """The keys of ``reward_extra_info`` through which the reward manager passes the layout on."""
@@ -130,7 +130,7 @@ def group_ids_of(index, batch_size: int) -> torch.Tensor:
 
 
 def pure_advantage(token_level_rewards: torch.Tensor, response_mask: torch.Tensor, index=None, config=None, **kwargs):
-    """verl advantage estimator ``pure``: PURE's credit (purerl.credit via the process-reward pipeline).
+    """verl advantage estimator ``pure``: PURE's credit (purerl.algo.credit via the process-reward pipeline).
 
     Returns ``(advantages, returns)``, both (B, T).
     """

@@ -21,9 +21,9 @@ from verl.experimental.reward_loop.reward_manager import register
 from verl.experimental.reward_loop.reward_manager.base import RewardManagerBase
 from verl.utils.reward_score import default_compute_score
 
-from purerl import process_rewards as pipeline
 from purerl.integrations.verl.estimator import STEP_ENDS, STEP_REWARDS, VR
-from purerl.process_rewards import RewardBatch
+from purerl.pipeline import rewards as pipeline
+from purerl.pipeline.rewards import RewardBatch
 
 DEFAULTS = {"reward": "prm+vr", "vr_fraction": 0.1, "separator": "\n\n", "prm_kind": "token_classification",
             "prm_path": None, "prm_dtype": "float32", "prm_device": "cpu", "prm_score_map": "none",
@@ -33,8 +33,8 @@ DEFAULTS = {"reward": "prm+vr", "vr_fraction": 0.1, "separator": "\n\n", "prm_ki
 
 def pure_settings(config) -> dict:
     """``reward.pure`` of a verl config, over :data:`DEFAULTS`; unknown keys and values are an error."""
+    from purerl.config.validation import REWARDS, SCORE_MAPS
     from purerl.registry import PRMS
-    from purerl.validation import REWARDS, SCORE_MAPS
 
     reward = config.get("reward") if config is not None else None
     given = dict((reward.get("pure") if reward is not None else None) or {})
@@ -68,7 +68,7 @@ def load_prm(settings: dict):
     """The PRM adapter ``reward.pure.prm_*`` names (the built-in PRM without a path)."""
     if settings["reward"] == "vr":
         return None
-    from purerl.builders import engine_prm
+    from purerl.training.builders import engine_prm
 
     return engine_prm(settings["prm_kind"], settings["prm_path"], dtype=settings["prm_dtype"],
                       device=settings["prm_device"], trust_remote_code=settings["prm_trust_remote_code"],

@@ -1,0 +1,1 @@
+"""The ``purerl`` command: one small function per subcommand, and the reports they print."""

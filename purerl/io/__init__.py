@@ -1,0 +1,1 @@
+"""Files: datasets, responses files, durable writes, run logs."""

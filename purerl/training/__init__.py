@@ -1,0 +1,1 @@
+"""purerl's own RL trainer: the loop, its builders, checkpoints, run control."""
