@@ -81,7 +81,11 @@ SETTINGS = {
     "soft_min": credit(mode="soft_min", max_len=N, vr_coef=0.5, kl_coef=0.1, kl_in_reward=True),
     "min": credit(mode="min", vr_coef=1.0),
     "sum": credit(mode="sum", max_len=N, kl_coef=0.05, kl_in_reward=True),
+    "paper": credit(mode="soft_min", max_len=N, kl_coef=1e-3, kl_in_reward=True, whiten=True),
+    "min-whiten": credit(mode="min", vr_coef=1.0, whiten=True),
 }
+"""The last two whiten the advantages (the paper's default): across processes from the count, sum and
+sum of squares of every process's advantages."""
 
 
 def main() -> None:

@@ -413,3 +413,15 @@ def test_zero_and_one_step_responses_the_thank_you_hack():
     assert adv[1, 0] > adv[2, 0]  # min-form alone prefers "Thank you." (0.9) to the solution (worst step 0.8)
     adv, _ = pure_advantages(step_rewards, step_mask, step_ends, response_mask, ids, vr, mode="min", max_len=40)
     assert adv[2, 0] > adv[1, 0] > adv[0, 0]  # the verifiable reward puts the solution first
+
+
+def test_whitening_from_summed_moments_equals_whitening_the_whole_batch():
+    """Two halves' moments, summed as an all-reduce would, whiten each half as the whole batch is whitened."""
+    gen = torch.Generator().manual_seed(3)
+    values = torch.randn(6, 9, generator=gen)
+    mask = (torch.rand(6, 9, generator=gen) > 0.3).float()
+    whole = stats.masked_whiten(values, mask)
+    moments = stats.masked_moments(values[:2], mask[:2]) + stats.masked_moments(values[2:], mask[2:])
+    assert moments[0] == mask.sum()
+    halves = [stats.whiten_from_moments(v, m, moments) for v, m in ((values[:2], mask[:2]), (values[2:], mask[2:]))]
+    torch.testing.assert_close(torch.cat(halves), whole, rtol=0, atol=1e-6)
