@@ -466,3 +466,15 @@ def test_min_new_tokens_keeps_eos_away_until_then(short_context_policy, one_thre
         load_config(None, ["rollout.min_new_tokens=90"])
     with pytest.raises(ConfigError, match=r"rollout\.min_new_tokens must be >= 0"):
         load_config(None, ["rollout.min_new_tokens=-1"])
+
+
+def test_each_bad_prm_or_credit_setting_is_one_line_on_purerl_train(bad_prm_or_credit, tmp_path, capsys,
+                                                                     nothing_loads):  # fmt: skip
+    """The route ``purerl train`` of the shared list (tests/conftest.py): the TRL and verl routes read the
+    same config and give the same lines (tests/test_trl.py, tests/verl)."""
+    import re
+
+    overrides, message = bad_prm_or_credit
+    line = one_line(capsys, main(["train", f"run.out_dir={tmp_path / 'run'}", *overrides]), 2, "purerl train: error: ")
+    assert re.search(message, line), line
+    assert not (tmp_path / "run").exists()
