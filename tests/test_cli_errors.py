@@ -478,3 +478,19 @@ def test_each_bad_prm_or_credit_setting_is_one_line_on_purerl_train(bad_prm_or_c
     line = one_line(capsys, main(["train", f"run.out_dir={tmp_path / 'run'}", *overrides]), 2, "purerl train: error: ")
     assert re.search(message, line), line
     assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--prm-kind", "nope"], "--prm-kind='nope': choose one of"),
+        (["--prm-kind", "rule"], "--prm-kind=rule checks steps by program and takes no --prm"),
+        (["--score-map", "cubic"], "--score-map='cubic': choose one of"),
+    ],
+)
+def test_bon_checks_its_prm_through_the_one_loader(extra, message, tmp_path, capsys, prm_folder):
+    """``purerl bon --prm`` loads its PRM as every route does (purerl.prm.loading.load_prm), and the
+    loader's error names the command's flags, not the config keys."""
+    rows = tmp_path / "rows.jsonl"
+    rows.write_text(json.dumps({"question": "1+1?", "answer": "2", "response": ["2", "3"]}) + "\n")
+    one_line(capsys, main(["bon", str(rows), "--prm", str(prm_folder), *extra]), 2, "purerl bon: error:", message)

@@ -18,12 +18,13 @@ from transformers import (
     Qwen2ForTokenClassification,
 )
 
+from purerl.config import PRMConfig
 from purerl.models.loading import load_prm_model
 from purerl.models.tokenization import train_bpe_tokenizer
 from purerl.pipeline.steps import decode_with_offsets, segment_batch
 from purerl.prm import PRMS
 from purerl.prm.batching import map_scores
-from purerl.training.builders import load_prm
+from purerl.prm.loading import load_prm
 from tests.conftest import arithmetic_solution
 
 QWEN_TEMPLATE = (
@@ -110,7 +111,8 @@ def test_math_shepherd_compares_plus_and_minus_at_each_tag(shepherd_folder):
         expected = [torch.softmax(logits[p, [plus, minus]], -1)[0].item() for p in pos]
         assert got == pytest.approx(expected, abs=1e-5)
     # the loader the trainer and `purerl bon` use picks the causal-LM head for this format
-    loaded = load_prm(str(shepherd_folder), "math_shepherd", score_map="affine").score(PROMPTS, STEPS)
+    spec = PRMConfig(kind="math_shepherd", path=str(shepherd_folder), score_map="affine")
+    loaded = load_prm(spec).score(PROMPTS, STEPS)
     assert [s for row in loaded for s in row] == pytest.approx([2 * s - 1 for row in scores for s in row], abs=1e-5)
 
 

@@ -145,7 +145,7 @@ def test_every_built_in_entry_resolves_to_what_its_protocol_needs():
         assert callable(KL_ESTIMATORS.resolve(name)), name
     for name in PRMS:
         cls = PRMS.resolve(name)
-        assert all(hasattr(cls, m) for m in ("check_config", "from_config", "score")), name
+        assert all(hasattr(cls, m) for m in ("check_config", "from_spec", "score")), name
     for name in TASKS:
         cls = TASKS.resolve(name)
         assert all(hasattr(cls, m) for m in ("check_config", "from_config", "sample", "grade", "has_reward_answer")), (
