@@ -54,13 +54,12 @@ def eval_prm(prm: str, test: Path, out: Path, *extra: str) -> dict:
 def step_accuracy(folder: Path, test: Path) -> dict:
     """Share of the test steps where the PRM's sign (score > 0: correct) matches the exact label, over
     all steps and over the steps up to the first wrong one."""
-    from purerl.prm.token_classification import TokenClassificationPRM
+    from purerl.config import PRMConfig
+    from purerl.prm.loading import load_prm
     from purerl.prmtools.stepdata import StepDataConfig, load_step_examples
 
     examples = load_step_examples(StepDataConfig(path=str(test))).examples
-    scores = TokenClassificationPRM.load(str(folder), separator="\n").score(
-        [e.prompt for e in examples], [e.steps for e in examples]
-    )
+    scores = load_prm(PRMConfig(path=str(folder))).score([e.prompt for e in examples], [e.steps for e in examples])
     hits, upto = [], []
     for e, row in zip(examples, scores):
         end = e.first_error() if e.first_error() >= 0 else len(e.steps) - 1

@@ -19,10 +19,9 @@ import sys
 
 import torch
 
-from purerl.config import load_config
+from purerl.config import PRMConfig, load_config
 from purerl.models.builtin import prm_path
-from purerl.models.loading import load_prm_model
-from purerl.prm.token_classification import TokenClassificationPRM
+from purerl.prm.loading import load_prm
 from purerl.tasks import arithmetic as A
 
 
@@ -84,8 +83,7 @@ def dropped_pairs(task: A.ArithmeticConfig, n: int = 300) -> list[tuple[str, lis
 def main() -> None:
     cfg = load_config()
     folder = sys.argv[1] if len(sys.argv) > 1 else prm_path(cfg)
-    model, tokenizer = load_prm_model(folder, num_labels=2)
-    prm = TokenClassificationPRM(model, tokenizer)
+    prm = load_prm(PRMConfig(path=str(folder)))
     print(f"PRM: {folder}")
     print(f"{'last step':<22} {'n':>4} {'mean score':>11} {'scored < 0':>11}")
     with torch.no_grad():

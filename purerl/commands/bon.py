@@ -34,12 +34,13 @@ from purerl.grading import answers_match, extract_answer, grade, normalize
 from purerl.io.data import DataError, kind
 from purerl.io.responses import ResponseRow, check_out_path, write_text
 from purerl.pipeline.steps import split_steps
+from purerl.registry import DEFAULT_TEMPERATURE
 
 AGGREGATIONS = ("min", "soft_min_sum", "last", "mean", "product")
 
 
 def aggregate(scores: Sequence[float], how: str, score_range: tuple[float, float] = (-1.0, 1.0),
-              temperature: float = 0.1) -> float:  # fmt: skip
+              temperature: float = DEFAULT_TEMPERATURE) -> float:  # fmt: skip
     """One value for a response from its step scores (``-inf`` for a response without steps, or with a
     NaN or infinite score: it ranks lowest).
 

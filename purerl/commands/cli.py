@@ -12,6 +12,7 @@ from purerl.commands.prm_tools import ADDERS
 from purerl.config.validation import check_model_path
 from purerl.io.responses import GOLD_FIELDS
 from purerl.models.loading import quiet_transformers
+from purerl.registry import DEFAULT_TEMPERATURE
 
 
 def _credit(args: argparse.Namespace) -> str:
@@ -177,7 +178,9 @@ def _add_credit(sub) -> None:
         metavar="R1,R2,...",
         help="PRM step scores of one response, comma-separated; repeat for each response of the group",
     )
-    credit.add_argument("--temperature", type=float, default=0.1, help="soft_min temperature (paper: 0.1)")
+    credit.add_argument(
+        "--temperature", type=float, default=DEFAULT_TEMPERATURE, help="soft_min temperature (the paper's)"
+    )
     credit.add_argument("--tokens-per-step", type=int, default=10, help="tokens in each step of the example")
     credit.set_defaults(run=_credit)
 

@@ -17,6 +17,7 @@ import torch
 
 from purerl.algo.credit import TRANSFORMS, pure_advantages, transform_step_rewards
 from purerl.pipeline.steps import segment, split_steps
+from purerl.registry import DEFAULT_TEMPERATURE
 
 # The built-in example: one prompt, three sampled answers, each step scored by a PRM in [-1, 1].
 EXAMPLE_GROUP: dict[str, list[float]] = {
@@ -106,7 +107,9 @@ def _group_tensors(responses: Sequence[Sequence[float]], tokens_per_step: int):
     return step_rewards, step_mask, step_ends, response_mask
 
 
-def credit_table(responses: dict[str, Sequence[float]], temperature: float = 0.1, tokens_per_step: int = 10) -> str:
+def credit_table(
+    responses: dict[str, Sequence[float]], temperature: float = DEFAULT_TEMPERATURE, tokens_per_step: int = 10
+) -> str:
     """A text table of how each credit mode values each response of one group.
 
     For every mode: ``G_0``, the process return at the response's first token (its value), and
