@@ -1,13 +1,14 @@
 """purerl as a verl 0.9.1 plugin (runs in the environment of the `verl` extra; skipped without verl):
-the entry point registers, verl's trainer config composes with the plugin's overrides, the estimator's
-advantages equal purerl.algo.credit on the same numbers, and the reward manager puts each step's score on
-the right token, zero-step and over-long responses included."""
+the entry point registers; the ``pure_sync`` trainer's advantage step (verl's own, around the plugin's
+estimator) gives hand-computed advantages with N from ``data.max_response_length``; the reward manager
+puts each step's score on the right token, zero-step and over-long responses included; the same purerl
+config gives the same advantages through verl as through ``purerl train``."""
 
 from __future__ import annotations
 
 import json
-import math
 import os
+import statistics
 import subprocess
 import sys
 from pathlib import Path
@@ -23,13 +24,11 @@ from omegaconf import OmegaConf  # noqa: E402
 from verl import DataProto  # noqa: E402
 from verl.trainer.ppo.ray_trainer import compute_advantage  # noqa: E402
 
-from purerl.algo.credit import pure_advantages  # noqa: E402
-from purerl.algo.stats import masked_whiten  # noqa: E402
-from purerl.integrations.verl.estimator import StepLayout, layout_from_infos, step_layout  # noqa: E402
-from purerl.integrations.verl.reward import PureRewardManager  # noqa: E402
+sys.path.insert(0, str(Path(__file__).parent))  # tests/verl/verl_support.py (pytest runs with --import-mode=importlib)
+from verl_support import PLUGIN, ROOT, compose, layout_info, pure, pure_sync_advantages  # noqa: E402
 
-ROOT = Path(__file__).resolve().parents[2]
-PAPER_OVERRIDES = (ROOT / "configs" / "verl" / "paper_overrides.txt").read_text().split()
+from purerl.integrations.verl.estimator import layout_from_infos  # noqa: E402
+from purerl.integrations.verl.reward import PureRewardManager  # noqa: E402
 
 
 def test_the_entry_point_registers_in_a_fresh_process():
@@ -48,84 +47,103 @@ def test_the_entry_point_registers_in_a_fresh_process():
     assert out.stdout.split()[-3:] == ["purerl.integrations.verl.estimator", "PureRewardManager", "PureTrainerSync"]
 
 
-def test_the_trainer_config_composes_with_the_paper_overrides():
-    from hydra import compose, initialize_config_dir
-    from verl.trainer.ppo.utils import need_critic, need_reference_policy
-    from verl.utils.config import validate_config
+# A batch of 2 prompts x K = 2 responses (T = 4 tokens at most) with 1 to 3 steps each: the step scores, the
+# index of each step's last token, and the verifiable rewards (prompt "a" carries ground truth, "b" none).
+LENGTHS = [4, 2, 3, 4]
+ENDS = [[1, 3], [1], [0, 1, 2], [3]]
+SCORES = [[0.5, -0.5], [1.0], [0.2, -0.4, 0.6], [-1.0]]
+UIDS = ["a", "a", "b", "b"]
+VR = [1.0, 0.0, None, None]
 
-    config_dir = str(Path(verl.__file__).parent / "trainer" / "config")
-    with initialize_config_dir(config_dir=config_dir, version_base=None):
-        cfg = compose(config_name="ppo_trainer", overrides=PAPER_OVERRIDES)
-    assert cfg.algorithm.adv_estimator == "pure" and cfg.algorithm.pure.mode == "soft_min"
-    assert cfg.algorithm.pure.temperature == 0.1 and cfg.algorithm.pure.whiten is True
-    assert cfg.reward.reward_manager.name == "pure" and cfg.trainer.v1.trainer_mode == "pure_sync"
-    assert cfg.data.train_batch_size * cfg.actor_rollout_ref.rollout.n == 512  # 64 prompts x 8
-    assert cfg.actor_rollout_ref.actor.ppo_mini_batch_size * cfg.actor_rollout_ref.rollout.n == 512
-    assert cfg.algorithm.use_kl_in_reward and cfg.algorithm.kl_penalty == "low_var_kl"
-    assert cfg.algorithm.kl_ctrl.kl_coef == 0.001 and cfg.data.max_response_length == 7168
-    validate_config(cfg, use_reference_policy=need_reference_policy(cfg), use_critic=need_critic(cfg))
-
-
-def _batch(seed: int = 0):
-    """6 responses, 2 prompts x K = 3: step scores, step ends and lengths, VR with one missing."""
-    gen = torch.Generator().manual_seed(seed)
-    lengths = [12, 7, 15, 9, 3, 12]
-    ends = [[3, 8, 11], [6], [2, 9, 12, 14], [4, 8], [], [5, 11]]
-    rewards = [torch.rand(len(e), generator=gen).mul(2).sub(1).tolist() for e in ends]
-    width = max(lengths)
-    response_mask = torch.tensor([[1.0] * n + [0.0] * (width - n) for n in lengths])
-    infos = [{"pure_step_rewards": json.dumps(r), "pure_step_ends": json.dumps(e), "pure_vr": v}
-             for r, e, v in zip(rewards, ends, [1.0, 0.0, None, 1.0, 0.0, 1.0])]  # fmt: skip
-    return response_mask, infos, np.array(["a", "a", "a", "b", "b", "b"], dtype=object)
+# Expected advantages, by hand from DESIGN.md section 2 (whitening off). min: the worst step's score sits on
+# its last token, so the returns G are r_w up to that token and 0 after: G = [-.5]*4, [1, 1], [-.4, -.4, 0],
+# [-1]*4, summing to -2, 2, -0.8, -4. With K = 2 each baseline is the other response's sum / N:
+# N = 8: b = 0.25, -0.25, -0.5, -0.1; N = 16: b = 0.125, -0.125, -0.25, -0.05; A = G - b on response tokens.
+# VR (prompt "a" only): A^v = 1 - 0 = +1 and 0 - 1 = -1 on every token of the two responses.
+# soft_min (T = 0.1): r*_j = softmax(-r/T)_j r_j. Response 0: weights 1/(1+e^10), e^10/(1+e^10), so
+# r* = 2.2698e-5, -0.4999773 and G = -0.4999546 (x2), -0.4999773 (x2), summing to -1.9998638. Response 2:
+# -r/T = -2, 4, -6 -> weights .0024726, .9974921, 4.5286e-5 -> r* = .00049452, -.39899684, 2.7172e-5.
+TABLES = {
+    ("min", 8, False): [[-0.75] * 4, [1.25, 1.25, 0, 0], [0.1, 0.1, 0.5, 0], [-0.9] * 4],
+    ("min", 16, False): [[-0.625] * 4, [1.125, 1.125, 0, 0], [-0.15, -0.15, 0.25, 0], [-0.95] * 4],
+    ("min", 8, True): [[0.25] * 4, [0.25, 0.25, 0, 0], [0.1, 0.1, 0.5, 0], [-0.9] * 4],
+    ("soft_min", 8, False): [[-0.7499546021, -0.7499546021, -0.7499773011, -0.7499773011],
+                             [1.2499829758, 1.2499829758, 0, 0], [0.1015287923, 0.1010342901, 0.5000271714, 0],
+                             [-0.9003237817] * 4],
+    ("soft_min", 16, True): [[0.3750453979, 0.3750453979, 0.3750226989, 0.3750226989],
+                             [0.1249914879, 0.1249914879, 0, 0], [-0.1484712077, -0.1489657099, 0.2500271714, 0],
+                             [-0.9501618909] * 4],
+}  # fmt: skip
 
 
-def _verl_data(response_mask, token_level_rewards, uids):
+def _infos(with_vr: bool) -> list[dict]:
+    return [layout_info(s, e, v if with_vr else None) for s, e, v in zip(SCORES, ENDS, VR)]
+
+
+def _hand_config(n: int, mode: str, *more: str):
+    return compose(*PLUGIN, f"data.max_response_length={n}", "actor_rollout_ref.rollout.n=2", *more,
+                   *pure(f"algo.mode={mode}", "algo.whiten=false"))  # fmt: skip
+
+
+@pytest.mark.parametrize(("mode", "n", "with_vr"), list(TABLES), ids=lambda v: str(v))
+def test_pure_sync_gives_the_hand_computed_advantages(monkeypatch, mode, n, with_vr):
+    """N comes from data.max_response_length through the trainer (the batch is 4 tokens wide)."""
+    advantages, _ = pure_sync_advantages(monkeypatch, _hand_config(n, mode), _infos(with_vr), LENGTHS, UIDS)
+    assert_close(advantages, torch.tensor(TABLES[mode, n, with_vr]), atol=1e-6, rtol=0)  # float32
+
+
+def test_whitening_on_the_hand_table(monkeypatch):
+    """The paper's default: whiten over the batch's response tokens (Bessel-corrected variance, eps 1e-8)."""
+    config = compose(*PLUGIN, "data.max_response_length=16", *pure("algo.mode=soft_min", "algo.whiten=true"))
+    advantages, _ = pure_sync_advantages(monkeypatch, config, _infos(True), LENGTHS, UIDS)
+    table = TABLES["soft_min", 16, True]
+    kept = [table[i][t] for i, n in enumerate(LENGTHS) for t in range(n)]
+    mean, std = statistics.mean(kept), (statistics.variance(kept) + 1e-8) ** 0.5
+    expected = [[(row[t] - mean) / std if t < n else 0.0 for t in range(4)] for row, n in zip(table, LENGTHS)]
+    assert_close(advantages, torch.tensor(expected), atol=1e-6, rtol=0)
+
+
+def test_verls_kl_penalty_in_the_reward_enters_the_returns(monkeypatch, caplog):
+    """verl's own KL penalty (k1, coefficient 0.1) on response 0, whose log-probs exceed the reference's by
+    0.5: -0.05 on each token, so G_0 = -0.7, -0.65, -0.6, -0.55 (sum -2.5, b_1 = -0.3125 with N = 8)."""
+    config = _hand_config(8, "min", "algorithm.use_kl_in_reward=true", "algorithm.kl_penalty=kl",
+                          "algorithm.kl_ctrl.kl_coef=0.1")  # fmt: skip
+    ref = torch.zeros(4, 4)
+    logprobs = torch.tensor([[0.5] * 4, [0.0] * 4, [0.0] * 4, [0.0] * 4])
+    with caplog.at_level("INFO", logger="purerl.integrations.verl"):
+        advantages, _ = pure_sync_advantages(monkeypatch, config, _infos(False), LENGTHS, UIDS, logprobs, ref)
+    expected = [[-0.95, -0.9, -0.85, -0.8], [1.3125, 1.3125, 0, 0], [0.1, 0.1, 0.5, 0], [-0.9] * 4]
+    assert_close(advantages, torch.tensor(expected), atol=1e-6, rtol=0)
+    (line,) = [r.getMessage() for r in caplog.records if r.name == "purerl.integrations.verl"]
+    assert "KL: 0.1 kl in the reward - verl's, not purerl's default (0.001 low_var_kl in the reward)" in line
+
+
+def _verl_data(token_level_rewards, uids):
+    mask = torch.tensor([[1.0] * n + [0.0] * (4 - n) for n in LENGTHS])
     return DataProto.from_dict(
-        tensors={"response_mask": response_mask, "token_level_rewards": token_level_rewards,
-                 "responses": torch.zeros_like(response_mask, dtype=torch.long)},
-        non_tensors={"uid": uids},
+        tensors={"response_mask": mask, "token_level_rewards": token_level_rewards * mask,
+                 "responses": torch.zeros_like(mask, dtype=torch.long)},
+        non_tensors={"uid": np.array(uids, dtype=object)},
     )  # fmt: skip
 
 
-@pytest.mark.parametrize("mode", ["min", "soft_min", "sum"])
-@pytest.mark.parametrize("whiten", [False, True])
-def test_the_estimator_gives_pure_advantages(mode, whiten):
-    response_mask, infos, uids = _batch()
-    layout = layout_from_infos(infos)
-    kl = torch.rand(response_mask.shape, generator=torch.Generator().manual_seed(1)) * response_mask
-    config = OmegaConf.create({"pure": {"mode": mode, "temperature": 0.5, "vr_coef": 0.5, "whiten": whiten}})
-    data = _verl_data(response_mask, -0.01 * kl, uids)  # verl's KL penalty in the reward, nothing else
-    layout.max_len = 64  # N: data.max_response_length, wider than this batch's longest response
-    with step_layout(layout):
-        out = compute_advantage(data, adv_estimator="pure", config=config)
-    expected, returns = pure_advantages(
-        layout.step_rewards, layout.step_mask, layout.step_ends, response_mask, torch.tensor([0, 0, 0, 1, 1, 1]),
-        torch.tensor([1.0, 0.0, math.nan, 1.0, 0.0, 1.0]), mode=mode, temperature=0.5, vr_coef=0.5,
-        max_len=64, token_penalty=-0.01 * kl,
-    )  # fmt: skip
-    if whiten:
-        expected = masked_whiten(expected, response_mask)
-    assert_close(out.batch["advantages"], expected)
-    assert_close(out.batch["returns"], returns)
+@pytest.mark.parametrize(("given_n", "expected"), [
+    (["rollout.max_new_tokens=8"], TABLES["min", 8, False]),
+    ([], [[-1.0] * 4, [1.5, 1.5, 0, 0], [0.6, 0.6, 1.0, 0], [-0.8] * 4]),  # N = the batch's width, 4
+])  # fmt: skip
+def test_the_estimator_alone_reads_steps_off_nonzero_token_rewards(given_n, expected):
+    scores = torch.zeros(4, 4)
+    for i, (ends, values) in enumerate(zip(ENDS, SCORES)):
+        scores[i, ends] = torch.tensor(values)
+    config = compose(*pure("algo.mode=min", "algo.whiten=false", *given_n)).algorithm
+    out = compute_advantage(_verl_data(scores, UIDS), adv_estimator="pure", config=config)
+    assert_close(out.batch["advantages"], torch.tensor(expected), atol=1e-6, rtol=0)  # float32
 
 
-def test_the_estimator_alone_reads_steps_off_nonzero_token_rewards():
-    response_mask, infos, uids = _batch()
-    layout = layout_from_infos(infos)
-    scores = torch.zeros_like(response_mask)
-    for i in range(len(infos)):
-        n = int(layout.step_mask[i].sum())
-        scores[i, layout.step_ends[i, :n]] = layout.step_rewards[i, :n]
-    out = compute_advantage(_verl_data(response_mask, scores, uids), adv_estimator="pure",
-                            config=OmegaConf.create({"pure": {"mode": "min"}}))  # fmt: skip
-    expected, _ = pure_advantages(layout.step_rewards, layout.step_mask, layout.step_ends, response_mask,
-                                  torch.tensor([0, 0, 0, 1, 1, 1]), mode="min")  # fmt: skip
-    assert_close(out.batch["advantages"], expected)
-
-
-def _manager(tokenizer, prm_folder, **pure):
-    config = OmegaConf.create({"reward": {"pure": {"prm_path": str(prm_folder), "vr_fraction": 1.0, **pure}}})
-    return PureRewardManager(config=config, tokenizer=tokenizer, compute_score=None)
+def _manager(tokenizer, prm_folder, *purerl_overrides: str, compute_score=None):
+    keys = [f"prm.path={prm_folder}", "algo.vr_fraction=1.0", *purerl_overrides]
+    config = OmegaConf.from_dotlist([f"algorithm.pure.{key}" for key in keys])
+    return PureRewardManager(config=config, tokenizer=tokenizer, compute_score=compute_score)
 
 
 def _row(tokenizer, question: str, response: str, truth: str | None):
@@ -142,8 +160,13 @@ def _row(tokenizer, question: str, response: str, truth: str | None):
     )  # fmt: skip
 
 
+def _run(manager, data) -> dict:
+    return manager.loop.run_until_complete(manager.run_single(data))["reward_extra_info"]
+
+
 def test_the_reward_manager_puts_each_step_score_on_its_last_token(bpe_tokenizer, prm_folder):
-    from purerl.training.builders import load_prm
+    from purerl.config import PRMConfig
+    from purerl.prm.loading import load_prm
 
     manager = _manager(bpe_tokenizer, prm_folder)
     response = "Add 1 to 2: 2+1=3.\n\nAdd 4 to 3: 3+4=7.\n\nThe answer is \\boxed{7}."
@@ -156,19 +179,20 @@ def test_the_reward_manager_puts_each_step_score_on_its_last_token(bpe_tokenizer
     assert len(ends) == len(scores) == info["pure_steps"] == 3 and ends[-1] == len(ids) - 1  # EOS ends the last
     for step, end in zip(steps[:-1], ends):
         assert bpe_tokenizer.decode(ids[: end + 1]).rstrip().endswith(step.rstrip())  # its last character
-    expected = load_prm(str(prm_folder), "token_classification").score(["What is 2+1+4?"], [steps])[0]
+    expected = load_prm(PRMConfig(path=str(prm_folder))).score(["What is 2+1+4?"], [steps])[0]
     assert scores == pytest.approx(expected)
     assert info["pure_vr"] == info["acc"] == 1.0  # verl's MATH scorer on the boxed answer
 
 
 def test_accuracy_on_every_row_with_ground_truth_and_vr_on_a_share(bpe_tokenizer, prm_folder):
-    manager = _manager(bpe_tokenizer, prm_folder, vr_fraction=0.0)
-    _, data = _row(bpe_tokenizer, "What is 2+2?", "So \\boxed{4}.", "4")
-    info = manager.loop.run_until_complete(manager.run_single(data))["reward_extra_info"]
+    manager = _manager(bpe_tokenizer, prm_folder, "algo.vr_fraction=0.0")
+    info = _run(manager, _row(bpe_tokenizer, "What is 2+2?", "So \\boxed{4}.", "4")[1])
     assert info["acc"] == 1.0 and info["pure_vr"] is None  # graded for the logs, no verifiable reward
-    _, data = _row(bpe_tokenizer, "What is 2+2?", "So \\boxed{4}.", None)
-    info = manager.loop.run_until_complete(manager.run_single(data))["reward_extra_info"]
+    info = _run(manager, _row(bpe_tokenizer, "What is 2+2?", "So \\boxed{4}.", None)[1])
     assert info["acc"] is None and info["pure_vr"] is None
+    prm_only = _manager(bpe_tokenizer, prm_folder, "algo.reward=prm")
+    info = _run(prm_only, _row(bpe_tokenizer, "1+1?", "\\boxed{2}", "2")[1])
+    assert info["acc"] == 1.0 and info["pure_vr"] is None  # algo.reward=prm: never a verifiable reward
 
 
 def test_concurrent_responses_load_one_prm(bpe_tokenizer, prm_folder, monkeypatch):
@@ -178,7 +202,7 @@ def test_concurrent_responses_load_one_prm(bpe_tokenizer, prm_folder, monkeypatc
 
     loads = []
     real = reward.load_prm
-    monkeypatch.setattr(reward, "load_prm", lambda settings: loads.append(1) or real(settings))
+    monkeypatch.setattr(reward, "load_prm", lambda *a, **k: loads.append(1) or real(*a, **k))
     manager = _manager(bpe_tokenizer, prm_folder)
     rows = [_row(bpe_tokenizer, f"What is {i}+1?", f"{i}+1={i + 1}.\n\nSo \\boxed{{{i + 1}}}.", str(i + 1))[1]
             for i in range(8)]  # fmt: skip
@@ -190,51 +214,18 @@ def test_concurrent_responses_load_one_prm(bpe_tokenizer, prm_folder, monkeypatc
     assert len(loads) == 1 and all(o["reward_extra_info"]["acc"] == 1.0 for o in outs)
 
 
-def test_the_three_parts_refuse_to_run_without_each_other(bpe_tokenizer, prm_folder):
-    from purerl.integrations.verl.reward import check_plugin_config
-
-    full = {"algorithm": {"adv_estimator": "pure"}, "reward": {"reward_manager": {"name": "pure"}},
-            "trainer": {"v1": {"trainer_mode": "pure_sync"}}}  # fmt: skip
-    check_plugin_config(OmegaConf.create(full))
-    check_plugin_config(OmegaConf.create({"algorithm": {"adv_estimator": "grpo"}}))  # not the plugin's run
-    half = {**full, "trainer": {"v1": {"trainer_mode": "sync"}}}
-    with pytest.raises(ValueError, match=r"needs all of .*trainer\.v1\.trainer_mode=sync"):
-        check_plugin_config(OmegaConf.create(half))
-    with pytest.raises(ValueError, match=r"reward\.pure\.reward='prm\+vr ': choose one of"):
-        _manager(bpe_tokenizer, prm_folder, reward="prm+vr ")
-    with pytest.raises(ValueError, match=r"reward\.pure: unknown key"):
-        _manager(bpe_tokenizer, prm_folder, vr_fractoin=0.5)
-    response_mask, _, uids = _batch()
-    data = _verl_data(response_mask, torch.zeros_like(response_mask), uids)
-    with pytest.raises(ValueError, match=r"outside trainer mode pure_sync"):
-        compute_advantage(data, adv_estimator="pure", config=OmegaConf.create({"use_kl_in_reward": True}))
-    with pytest.raises(ValueError, match=r"algorithm\.pure: unknown key"):
-        compute_advantage(data, adv_estimator="pure", config=OmegaConf.create({"pure": {"temp": 0.1}}))
-
-
 def test_zero_steps_and_steps_past_the_prm_limit_behave_as_in_purerl_train(bpe_tokenizer, prm_folder):
     manager = _manager(bpe_tokenizer, prm_folder)
-    _, data = _row(bpe_tokenizer, "What is 1+1?", "   ", "2")
-    info = manager.loop.run_until_complete(manager.run_single(data))["reward_extra_info"]
+    info = _run(manager, _row(bpe_tokenizer, "What is 1+1?", "   ", "2")[1])
     assert json.loads(info["pure_step_ends"]) == [] and info["pure_vr"] == 0.0  # no step, no answer: VR 0
     manager.prm.truncation.max_length = 30  # a PRM that sees 30 tokens: later steps get no score
     long = "\n\n".join(f"Add {i} to {i}: {i}+{i}={2 * i}." for i in range(1, 8))
-    _, data = _row(bpe_tokenizer, "Sum them", long, None)
-    info = manager.loop.run_until_complete(manager.run_single(data))["reward_extra_info"]
+    info = _run(manager, _row(bpe_tokenizer, "Sum them", long, None)[1])
     scores = json.loads(info["pure_step_rewards"])
     assert scores[0] is not None and scores[-1] is None and info["pure_vr"] is None
     layout = layout_from_infos([info])
     assert layout.step_mask.sum() == 7 and layout.scored_mask.sum() == sum(s is not None for s in scores) < 7
     assert manager.prm.truncated == 1
-
-
-def test_the_trainer_mode_is_sync_to_verl():
-    from purerl.integrations.verl.trainer import PureTrainerSync
-
-    trainer = PureTrainerSync.__new__(PureTrainerSync)
-    trainer.trainer_mode = "pure_sync"
-    assert trainer.trainer_mode == "sync"
-    assert isinstance(layout_from_infos([{}]), StepLayout)  # a response the reward manager did not see
 
 
 def test_problems_become_verl_rows(tmp_path):
@@ -249,3 +240,81 @@ def test_problems_become_verl_rows(tmp_path):
     assert [r["reward_model"]["ground_truth"] for r in rows] == ["2", None]
     assert rows[0]["extra_info"]["question"] == "1+1?" and rows[0]["prompt"][-1] == {"role": "user", "content": "1+1?"}
     assert main([str(tmp_path / "nope.jsonl"), str(tmp_path / "x.parquet")]) == 2
+
+
+def _purerl_train_advantages(fx, cfg, tokenizer, ids):
+    """What ``purerl train``'s pipeline gives the fixed completions (purerl.training.trainer's calls)."""
+    from purerl.config import task_name
+    from purerl.pipeline import rewards as pipeline
+    from purerl.pipeline.advantages import CreditSettings
+    from purerl.prm.loading import load_prm
+    from purerl.registry import TASKS
+
+    task = TASKS.resolve(task_name(cfg)).from_config(cfg)
+    problems, prompts, a = [p for p in fx.PROBLEMS for _ in range(fx.K)], fx.prompts(), cfg.algo
+    has_truth = pipeline.vr_prompts(prompts, a.reward, a.vr_fraction, [task.has_reward_answer(p) for p in problems])
+    batch = pipeline.process_rewards(
+        prompts, ids, tokenizer, group_ids=fx.group_ids(), response_mask=fx.response_mask(ids),
+        truncated=fx.truncated(), separator=task.separator, prm=load_prm(cfg.prm, task, builtin=cfg),
+        grader=lambda i, text: task.grade(text, problems[i]), has_truth=has_truth,
+    )  # fmt: skip
+    batch.logprobs, batch.ref_logprobs = fx.logprobs(ids)
+    pipeline.assign_credit(batch, CreditSettings.from_algo(cfg.algo, cfg.rollout.max_new_tokens))
+    return batch
+
+
+def _verl_rows(fx, tokenizer, ids) -> list:
+    """Each fixed completion as the row verl's reward loop hands the reward manager (right-padded)."""
+    width = max(len(row) for row in ids)
+    rows = []
+    for problem, row in zip([p for p in fx.PROBLEMS for _ in range(fx.K)], ids):
+        prompt = tokenizer(problem.prompt, add_special_tokens=False)["input_ids"]
+        pad = width - len(row)
+        responses = torch.tensor([row + [tokenizer.pad_token_id] * pad])
+        rows.append(DataProto.from_dict(
+            tensors={"prompts": torch.tensor([prompt]), "responses": responses,
+                     "attention_mask": torch.tensor([[1] * (len(prompt) + len(row)) + [0] * pad])},
+            non_tensors={"extra_info": np.array([{"question": problem.prompt}], dtype=object),
+                         "reward_model": np.array([{"ground_truth": problem.answer}], dtype=object),
+                         "data_source": np.array(["purerl/arithmetic"], dtype=object)},
+        ))  # fmt: skip
+    return rows
+
+
+def test_one_config_same_advantages_as_purerl_train(monkeypatch, load_script):
+    """configs/engines/builtin.yaml read by verl (``+algorithm.pure.config``, verl's sampling keys equal to
+    its rollout section, verl's KL 1e-3 low_var_kl in the reward as the config's default asks) on the
+    fixed completions of tests/engine_fixture.py: the ``pure`` reward manager's step layout of each
+    response (the built-in PRM, the built-in task's grader as verl's ``compute_score``), then verl's own
+    advantage step with its KL penalty from the fixed log-probs and the ``pure`` estimator in pure_sync
+    mode, equal purerl train's pipeline on the same numbers."""
+    from transformers import AutoTokenizer
+
+    from purerl.config import load_config
+    from purerl.models.builtin import policy_path
+    from purerl.tasks.arithmetic import grade
+
+    fx = load_script(ROOT / "tests" / "engine_fixture.py")
+    cfg = load_config(fx.CONFIG)
+    tokenizer = AutoTokenizer.from_pretrained(policy_path(cfg))
+    ids = fx.completion_ids(tokenizer)
+    expected = _purerl_train_advantages(fx, cfg, tokenizer, ids)
+
+    config = compose(*PLUGIN, f"+algorithm.pure.config={fx.CONFIG}", "actor_rollout_ref.rollout.n=4",
+                     "data.train_batch_size=2", "data.max_response_length=80", "algorithm.use_kl_in_reward=true",
+                     "algorithm.kl_penalty=low_var_kl", "algorithm.kl_ctrl.kl_coef=0.001")  # fmt: skip
+    by_prompt = {p.prompt: p for p in fx.PROBLEMS}
+
+    def compute_score(data_source, solution_str, ground_truth, extra_info):  # the built-in task's grader
+        return float(grade(solution_str, by_prompt[extra_info["question"]]) is True)
+
+    manager = PureRewardManager(config=config, tokenizer=tokenizer, compute_score=compute_score)
+    infos = [_run(manager, row) for row in _verl_rows(fx, tokenizer, ids)]
+    old, ref = fx.logprobs(ids)
+    uids = [f"p{i}" for i in fx.group_ids().tolist()]
+    advantages, trainer = pure_sync_advantages(monkeypatch, config, infos, [len(r) for r in ids], uids, old, ref)
+    assert trainer.startup_line.endswith("KL: 0.001 low_var_kl in the reward")  # purerl's default, run by verl
+    vr = layout_from_infos(infos).verifiable_rewards
+    assert torch.equal(vr.isnan(), expected.verifiable_rewards.isnan())  # the same prompts carry VR
+    assert 0 < int(vr.isnan().sum()) < len(ids) and expected.kl.abs().max() > 0.01
+    assert_close(advantages, expected.advantages, atol=1e-6, rtol=0)

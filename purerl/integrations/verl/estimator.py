@@ -7,6 +7,10 @@ the ``pure`` reward manager measured to the estimator (:func:`step_layout`); the
 scalar is then 0, so ``token_level_rewards`` holds only verl's KL penalty (zero without
 ``algorithm.use_kl_in_reward``), which PURE adds to its token rewards. Used alone, with another reward
 manager, the estimator reads every token with a nonzero reward as the end of a step scored by it.
+
+The settings are the purerl config's (``algorithm.pure``, :mod:`purerl.integrations.verl.config`) through
+the one builder, :meth:`CreditSettings.from_algo`; the estimator hands credit the narrow record it reads
+(:class:`purerl.pipeline.advantages.CreditInputs`) and calls :func:`compute_credit`, as every route does.
 """
 
 from __future__ import annotations
@@ -20,10 +24,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from purerl.pipeline import rewards as pipeline
-from purerl.pipeline.rewards import CreditSettings, RewardBatch
-from purerl.pipeline.steps import StepBatch
-from purerl.registry import DEFAULT_TEMPERATURE
+from purerl.integrations.verl.config import pure_config
+from purerl.pipeline.advantages import CreditInputs, CreditSettings, compute_credit
 
 STEP_REWARDS, STEP_ENDS, VR = "pure_step_rewards", "pure_step_ends", "pure_vr"
 """The keys of ``reward_extra_info`` through which the reward manager passes the layout on."""
@@ -99,28 +101,6 @@ def layout_from_rewards(token_level_rewards: torch.Tensor, response_mask: torch.
     return StepLayout(step_rewards, step_ends, step_mask, step_mask.clone(), None)
 
 
-CREDIT_KEYS = ("mode", "temperature", "vr_coef", "whiten", "max_len")
-"""``algorithm.pure.*`` keys."""
-
-
-def credit_settings(config, response_length: int) -> CreditSettings:
-    """PURE's credit settings from verl's ``algorithm`` config (``algorithm.pure.*``); N is
-    ``algorithm.pure.max_len``, else ``response_length``. Unknown keys and credit modes are errors."""
-    from purerl.registry import TRANSFORMS
-
-    pure = (config.get("pure") if config is not None else None) or {}
-    unknown = sorted(set(pure) - set(CREDIT_KEYS))
-    if unknown:
-        raise ValueError(f"algorithm.pure: unknown key(s) {unknown}; known: {sorted(CREDIT_KEYS)}")
-    if pure.get("mode", "min") not in TRANSFORMS:
-        raise ValueError(f"algorithm.pure.mode={pure.get('mode')!r}: choose one of {sorted(TRANSFORMS)}")
-    return CreditSettings(
-        mode=pure.get("mode", "min"), temperature=float(pure.get("temperature", DEFAULT_TEMPERATURE)),
-        vr_coef=float(pure.get("vr_coef", 1.0)), max_len=int(pure.get("max_len") or response_length),
-        whiten=bool(pure.get("whiten", False)),
-    )  # fmt: skip
-
-
 def group_ids_of(index, batch_size: int) -> torch.Tensor:
     """Integer group ids from verl's uids (one group per prompt); each response alone without them."""
     if index is None:
@@ -129,11 +109,29 @@ def group_ids_of(index, batch_size: int) -> torch.Tensor:
     return torch.as_tensor(inverse, dtype=torch.long)
 
 
-def pure_advantage(token_level_rewards: torch.Tensor, response_mask: torch.Tensor, index=None, config=None, **kwargs):
-    """verl advantage estimator ``pure``: PURE's credit (purerl.algo.credit via the process-reward pipeline).
+def credit_inputs(layout: StepLayout, response_mask: torch.Tensor, group_ids: torch.Tensor,
+                  token_penalty: torch.Tensor | None, dtype: torch.dtype) -> CreditInputs:  # fmt: skip
+    """What credit reads, from the layout the reward manager measured and verl's batch."""
+    device, b = response_mask.device, response_mask.shape[0]
+    if layout.step_rewards.shape[0] != b:
+        raise ValueError(f"the step layout has {layout.step_rewards.shape[0]} responses, verl's batch {b}")
+    vr = layout.verifiable_rewards
+    return CreditInputs(
+        step_rewards=layout.step_rewards.to(device=device, dtype=dtype), scored_mask=layout.scored_mask.to(device),
+        step_ends=layout.step_ends.to(device), response_mask=response_mask, group_ids=group_ids.to(device),
+        verifiable_rewards=None if vr is None else vr.to(device=device, dtype=dtype), token_penalty=token_penalty,
+    )  # fmt: skip
 
-    Returns ``(advantages, returns)``, both (B, T).
+
+def pure_advantage(token_level_rewards: torch.Tensor, response_mask: torch.Tensor, index=None, config=None, **kwargs):
+    """verl advantage estimator ``pure``: PURE's credit (:func:`purerl.pipeline.advantages.compute_credit`)
+    with the settings of the purerl config under ``algorithm.pure`` (:func:`CreditSettings.from_algo`).
+
+    N is ``data.max_response_length`` (the ``pure_sync`` trainer hands it with the layout); used alone,
+    ``rollout.max_new_tokens`` where the purerl config sets it, else the batch's width. Returns
+    ``(advantages, returns)``, both (B, T).
     """
+    pure = pure_config(config)
     layout = _LAYOUT.get()
     penalty = None
     if layout is None:
@@ -146,14 +144,12 @@ def pure_advantage(token_level_rewards: torch.Tensor, response_mask: torch.Tenso
         layout = layout_from_rewards(token_level_rewards, response_mask)
     else:
         penalty = token_level_rewards  # the reward loop's scalar is 0 in pure_sync: this is verl's KL penalty
-    device = token_level_rewards.device
-    b, t = response_mask.shape
-    batch = RewardBatch([""] * b, group_ids_of(index, b).to(device), response_mask, torch.zeros(b, dtype=torch.bool))
-    batch.steps = StepBatch([[]] * b, [[]] * b, layout.step_ends.to(device), layout.step_mask.to(device))
-    batch.step_rewards = layout.step_rewards.to(device=device, dtype=token_level_rewards.dtype)
-    batch.scored_mask = layout.scored_mask.to(device)
-    batch.step_scores = [[]] * b
-    batch.verifiable_rewards = None if layout.verifiable_rewards is None else layout.verifiable_rewards.to(device)
-    batch.token_penalty = penalty
-    pipeline.assign_credit(batch, credit_settings(config, layout.max_len or t))
-    return batch.advantages, batch.returns
+    max_len = layout.max_len
+    if max_len is None:
+        given = "rollout.max_new_tokens" in pure.given
+        max_len = pure.cfg.rollout.max_new_tokens if given else response_mask.shape[-1]
+    settings = CreditSettings.from_algo(pure.cfg.algo, max_len)
+    group_ids = group_ids_of(index, response_mask.shape[0])
+    inputs = credit_inputs(layout, response_mask, group_ids, penalty, token_level_rewards.dtype)
+    _, advantages, returns = compute_credit(inputs, settings)
+    return advantages, returns

@@ -1,11 +1,13 @@
 """The ``pure`` reward manager for verl's reward loop: steps, PRM scores and verifiable rewards.
 
 For each response it decodes the token ids with the policy tokenizer, splits them into steps located
-in those tokens, scores the steps with a purerl PRM adapter and, on the prompts that carry ground
-truth (a ``reward.pure.vr_fraction`` share of them, chosen as ``purerl train`` chooses), grades the
-answer with verl's rule-based scorer. verl 0.9's reward loop carries one scalar per response, so the
-step layout travels in ``reward_extra_info`` (JSON strings) to the ``pure_sync`` trainer, which hands
-it to the ``pure`` estimator; the scalar itself is 0.
+in those tokens, scores the steps with the PRM of the purerl config's ``prm`` section (under
+``algorithm.pure``: :mod:`purerl.integrations.verl.config`; loaded by purerl's one loader) and grades
+each answer that has a ground truth with verl's rule-based scorer (or ``compute_score``); the grade
+becomes a verifiable reward on the prompts :func:`purerl.pipeline.rewards.vr_prompts` picks
+(``algo.reward``, ``algo.vr_fraction``), the one rule every route uses. verl 0.9's reward loop carries
+one scalar per response, so the step layout travels in ``reward_extra_info`` (JSON strings) to the
+``pure_sync`` trainer, which hands it to the ``pure`` estimator; the scalar itself is 0.
 """
 
 from __future__ import annotations
@@ -16,63 +18,24 @@ import math
 import threading
 
 import torch
-from omegaconf import OmegaConf
 from verl.experimental.reward_loop.reward_manager import register
 from verl.experimental.reward_loop.reward_manager.base import RewardManagerBase
 from verl.utils.reward_score import default_compute_score
 
+from purerl.config import task_name
+from purerl.integrations.verl.config import check_plugin_config, read_pure
 from purerl.integrations.verl.estimator import STEP_ENDS, STEP_REWARDS, VR
 from purerl.pipeline import rewards as pipeline
 from purerl.pipeline.rewards import RewardBatch
-
-DEFAULTS = {"reward": "prm+vr", "vr_fraction": 0.1, "separator": "\n\n", "prm_kind": "token_classification",
-            "prm_path": None, "prm_dtype": "float32", "prm_device": "cpu", "prm_score_map": "none",
-            "prm_separator": "\n", "prm_trust_remote_code": False}  # fmt: skip
-"""``reward.pure.*`` keys and their defaults."""
+from purerl.prm.loading import load_prm
+from purerl.registry import TASKS
 
 
-def pure_settings(config) -> dict:
-    """``reward.pure`` of a verl config, over :data:`DEFAULTS`; unknown keys and values are an error."""
-    from purerl.config.validation import REWARDS, SCORE_MAPS
-    from purerl.registry import PRMS
-
-    reward = config.get("reward") if config is not None else None
-    given = dict((reward.get("pure") if reward is not None else None) or {})
-    unknown = sorted(set(given) - set(DEFAULTS))
-    if unknown:
-        raise ValueError(f"reward.pure: unknown key(s) {unknown}; known: {sorted(DEFAULTS)}")
-    settings = {**DEFAULTS, **given}
-    for key, allowed in (("reward", REWARDS), ("prm_kind", PRMS), ("prm_score_map", SCORE_MAPS)):
-        if settings[key] not in allowed:
-            raise ValueError(f"reward.pure.{key}={settings[key]!r}: choose one of {sorted(allowed)}")
-    if not 0.0 <= float(settings["vr_fraction"]) <= 1.0:
-        raise ValueError(f"reward.pure.vr_fraction must lie in [0, 1], got {settings['vr_fraction']}")
-    return settings
-
-
-PLUGIN_SETTINGS = {"algorithm.adv_estimator": "pure", "reward.reward_manager.name": "pure",
-                   "trainer.v1.trainer_mode": "pure_sync"}  # fmt: skip
-"""The three settings that select the plugin's parts; they work only together."""
-
-
-def check_plugin_config(config) -> None:
-    """Refuse a verl config that selects some of the plugin's parts but not all (:data:`PLUGIN_SETTINGS`)."""
-    given = {key: OmegaConf.select(config, key) for key in PLUGIN_SETTINGS}
-    if given != PLUGIN_SETTINGS and any(given[k] == v for k, v in PLUGIN_SETTINGS.items()):
-        wanted = ", ".join(f"{k}={v}" for k, v in PLUGIN_SETTINGS.items())
-        got = ", ".join(f"{k}={v}" for k, v in given.items())
-        raise ValueError(f"purerl's verl plugin needs all of {wanted}; got {got}")
-
-
-def load_prm(settings: dict):
-    """The PRM adapter ``reward.pure.prm_*`` names (the built-in PRM without a path)."""
-    if settings["reward"] == "vr":
-        return None
-    from purerl.training.builders import engine_prm
-
-    return engine_prm(settings["prm_kind"], settings["prm_path"], dtype=settings["prm_dtype"],
-                      device=settings["prm_device"], trust_remote_code=settings["prm_trust_remote_code"],
-                      score_map=settings["prm_score_map"], separator=settings["prm_separator"])  # fmt: skip
+def step_separator(cfg) -> str:
+    """The step separator ``purerl train`` splits this config's responses at: its task's (the built-in
+    task's own), else ``data.separator``."""
+    task = TASKS.resolve(task_name(cfg))
+    return getattr(task, "separator", None) or cfg.data.separator
 
 
 def problem_text(item) -> str:
@@ -111,15 +74,18 @@ class PureRewardManager(RewardManagerBase):
         super().__init__(config, tokenizer, compute_score)
         check_plugin_config(config)
         self.compute_score = compute_score or default_compute_score
-        self.settings = pure_settings(config)
+        self.cfg = read_pure(config).cfg  # the purerl config under algorithm.pure, checked as purerl train checks it
+        self.separator = step_separator(self.cfg)
         self._prm = None
         self._lock = threading.Lock()  # one PRM per worker, one scoring at a time
 
     @property
     def prm(self):
+        """The PRM of the config's ``prm`` section through purerl's one loader (None with ``algo.reward=vr``)."""
         with self._lock:
-            if self._prm is None and self.settings["reward"] != "vr":
-                self._prm = load_prm(self.settings)  # once per reward worker, on first use
+            if self._prm is None and self.cfg.algo.reward != "vr":
+                task = TASKS.resolve(task_name(self.cfg))
+                self._prm = load_prm(self.cfg.prm, task, builtin=self.cfg)  # once per reward worker, on first use
         return self._prm
 
     def steps(self, item) -> tuple[dict, str, str]:
@@ -130,7 +96,7 @@ class PureRewardManager(RewardManagerBase):
         problem = problem_text(item)
         prm = self.prm
         with self._lock:
-            info = step_info(self.tokenizer, prm, problem, ids, self.settings["separator"])
+            info = step_info(self.tokenizer, prm, problem, ids, self.separator)
         return info, problem, self.tokenizer.decode(ids, skip_special_tokens=True)
 
     async def grade(self, item, text: str) -> float | None:
@@ -151,8 +117,8 @@ class PureRewardManager(RewardManagerBase):
         item = data[-1:][0]  # for multi-sequence outputs, the last sequence (as verl's own managers)
         info, problem, text = await self.loop.run_in_executor(None, lambda: self.steps(item))
         acc = await self.grade(item, text)  # every row with a ground truth: the accuracy verl logs
-        fraction = 1.0 if self.settings["reward"] == "vr" else float(self.settings["vr_fraction"])
-        use_vr = self.settings["reward"] != "prm" and pipeline.has_ground_truth(problem, fraction)
-        info[VR] = acc if use_vr else None  # the verifiable reward: ground truth on vr_fraction of the prompts
+        algo = self.cfg.algo
+        (use_vr,) = pipeline.vr_prompts([problem], algo.reward, algo.vr_fraction, [acc is not None])
+        info[VR] = acc if use_vr else None  # the verifiable reward, on the prompts purerl's one rule picks
         info["acc"] = acc
         return {"reward_score": 0.0, "reward_extra_info": info}
