@@ -1,7 +1,8 @@
 """PURE in TRL for tests/test_trl.py (not a test itself).
 
-``record OUT``: train one step (under ``accelerate launch`` with any number of processes) and save each
-process's batch (prompt and completion ids, advantages) and, from rank 0, the weights after the step.
+``record OUT``: train one step (under ``accelerate launch`` with any number of processes) with the paper's
+default credit (soft-min, whitening, KL 1e-3 k3 in the reward) and save each process's rounds (prompt and
+completion ids, log-probs, advantages) and, from rank 0, the weights after the step.
 ``replay OUT``: one process trains one step on the completions ``record`` sampled (in the same global
 order, through TRL's ``rollout_func``) with the same global batch, and saves the same.
 """
@@ -12,38 +13,45 @@ import os
 import sys
 
 import torch
-from trl import TrlParser
 
-from purerl.integrations.trl import PureGRPOConfig, PureGRPOTrainer, PureScriptArguments
-from purerl.integrations.trl.__main__ import build_trainer
+from purerl.integrations.trl import PureGRPOTrainer, build_trainer, grpo_config, load_route_config
 
-GLOBAL_BATCH = 12  # completions per step: 3 prompts x K = 4; on two processes of 6, prompt 2 straddles them
-ARGS = [
-    "--max_steps", "1", "--gradient_accumulation_steps", "1", "--num_generations", "4", "--max_completion_length",
-    "32", "--learning_rate", "1e-3", "--beta", "0.0", "--logging_steps", "1", "--save_strategy", "no",
-    "--report_to", "none", "--bf16", "false", "--gradient_checkpointing", "false", "--seed", "0",
-    "--credit_mode", "soft_min", "--vr_fraction", "0.5", "--num_problems", "64", "--use_cpu", "true",
+OVERRIDES = [
+    "rollout.prompts_per_step=3", "rollout.k=4", "rollout.max_new_tokens=32", "algo.lr=1e-3", "algo.minibatches=1",
+    "algo.vr_fraction=0.5", "run.steps=1", "run.seed=0", "run.tensorboard=false",
 ]  # fmt: skip
+"""12 completions a step (3 prompts x K = 4; on two processes of 6, prompt 2 straddles them), one optimizer
+step a round; everything else (credit, whitening, KL in the reward) the paper's defaults."""
 
 
 class Recording(PureGRPOTrainer):
-    """Keeps what every generation round produced on this process."""
+    """Keeps what PURE's credit saw and gave in every generation round on this process."""
 
     records: list
 
-    def _generate_and_score_completions(self, inputs):
-        output = super()._generate_and_score_completions(inputs)
+    def pure_credit(self, inputs, output):
+        batch = super().pure_credit(inputs, output)
         prompt_ids = [row[m.bool()].tolist() for row, m in zip(output["prompt_ids"], output["prompt_mask"])]
         completion_ids = [row[m.bool()].tolist() for row, m in zip(output["completion_ids"], output["completion_mask"])]
-        self.records.append({"prompts": [x["prompt"] for x in inputs], "prompt_ids": prompt_ids,
-                             "completion_ids": completion_ids, "advantages": output["advantages"].cpu()})  # fmt: skip
-        return output
+        as_cpu = {k: None if v is None else v.detach().cpu()
+                  for k, v in (("logprobs", batch.logprobs), ("ref_logprobs", batch.ref_logprobs))}  # fmt: skip
+        self.records.append({"prompts": [x["prompt"] for x in inputs], "problems": [x["problem"] for x in inputs],
+                             "prompt_ids": prompt_ids, "completion_ids": completion_ids, **as_cpu,
+                             "advantages": batch.advantages.cpu()})  # fmt: skip
+        return batch
 
 
-def _config(out: str, processes: int):
-    per_device = GLOBAL_BATCH // processes
-    argv = [*ARGS, "--output_dir", out, "--per_device_train_batch_size", str(per_device)]
-    return TrlParser((PureScriptArguments, PureGRPOConfig)).parse_args_and_config(args=argv)
+def config(out: str, extra: list[str] | tuple[str, ...] = ()):
+    """``(cfg, args)`` of :data:`OVERRIDES` plus ``extra``, writing to ``out``."""
+    cfg, trl = load_route_config(None, [*OVERRIDES, f"run.out_dir={out}", *extra])
+    return cfg, grpo_config(cfg, trl)
+
+
+def recording_trainer(out: str, extra: list[str] | tuple[str, ...] = (), **kwargs) -> Recording:
+    cfg, args = config(out, extra)
+    trainer = build_trainer(cfg, args, trainer_class=Recording, **kwargs)
+    trainer.records = []
+    return trainer
 
 
 def _save(trainer: Recording, out: str, name: str) -> None:
@@ -51,15 +59,12 @@ def _save(trainer: Recording, out: str, name: str) -> None:
     torch.save(trainer.records, os.path.join(out, f"{name}-rank{rank}.pt"))
     if rank == 0:
         model = trainer.accelerator.unwrap_model(trainer.model)
-        torch.save(
-            {k: v.detach().cpu() for k, v in model.state_dict().items()}, os.path.join(out, f"{name}-weights.pt")
-        )
+        weights = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+        torch.save(weights, os.path.join(out, f"{name}-weights.pt"))
 
 
 def record(out: str) -> None:
-    script, args = _config(out, int(os.environ.get("WORLD_SIZE", "1")))
-    trainer = build_trainer(script, args, trainer_class=Recording)
-    trainer.records = []
+    trainer = recording_trainer(out)
     trainer.train()
     _save(trainer, out, "record")
 
@@ -67,7 +72,7 @@ def record(out: str) -> None:
 def replay(out: str) -> None:
     ranks = sorted(f for f in os.listdir(out) if f.startswith("record-rank"))
     recorded = [torch.load(os.path.join(out, f)) for f in ranks]
-    rounds = [[r for per_rank in recorded for r in [per_rank[i]]] for i in range(len(recorded[0]))]
+    rounds = [[per_rank[i] for per_rank in recorded] for i in range(len(recorded[0]))]
 
     def rollout_func(prompts, trainer):
         parts = rounds[len(trainer.records)]
@@ -75,16 +80,10 @@ def replay(out: str) -> None:
         return {"prompt_ids": [i for part in parts for i in part["prompt_ids"]],
                 "completion_ids": [i for part in parts for i in part["completion_ids"]], "logprobs": None}  # fmt: skip
 
-    script, args = _config(out, 1)
     os.environ["TRL_EXPERIMENTAL_SILENCE"] = "1"
-    trainer = build_trainer(script, args, trainer_class=Recording, rollout_func=rollout_func)
-    trainer.records = []
+    trainer = recording_trainer(out, rollout_func=rollout_func)
     trainer.train()
     _save(trainer, out, "replay")
-
-
-if __name__ == "__main__":
-    {"record": record, "replay": replay}[sys.argv[1]](sys.argv[2])
 
 
 def initial_weights() -> dict:
@@ -95,3 +94,7 @@ def initial_weights() -> dict:
 
     model, _ = load_policy(builtin_policy_path(load_config()))
     return {k: v.detach().cpu() for k, v in model.state_dict().items()}
+
+
+if __name__ == "__main__":
+    {"record": record, "replay": replay}[sys.argv[1]](sys.argv[2])

@@ -1,19 +1,36 @@
-"""PURE inside TRL's GRPOTrainer: accelerate (DDP, FSDP, DeepSpeed ZeRO, several nodes), vLLM rollouts,
-PEFT adapters, TRL's logging, with purerl's PRM adapters and credit.
+"""PURE inside TRL's GRPOTrainer (accelerate, vLLM, PEFT, TRL's logging), with purerl's PRM adapters and
+credit, configured by the same purerl YAML as ``purerl train`` plus a ``trl:`` section.
 
 Needs the extra: ``pip install 'purerl[trl]'`` (the TRL release it is tested with). Run it with
-``accelerate launch -m purerl.integrations.trl --config CONFIG.yaml`` (docs/scaling.md).
+``python -m purerl.integrations.trl CONFIG.yaml [key=value ...]`` (or under ``accelerate launch``;
+docs/scaling.md). Names are imported on first use, so that a config error answers before TRL loads.
 """
 
 from __future__ import annotations
 
-try:
-    import trl  # noqa: F401
-except ImportError as err:  # pragma: no cover - exercised without the extra
-    raise ImportError("purerl.integrations.trl needs TRL: pip install 'purerl[trl]'") from err
+import importlib
+from typing import Any
 
-from purerl.integrations.trl.config import PureGRPOConfig, PureScriptArguments
-from purerl.integrations.trl.data import VerifiableReward, build_dataset
-from purerl.integrations.trl.trainer import PureGRPOTrainer
+_EXPORTS = {
+    "PureGRPOTrainer": "purerl.integrations.trl.trainer",
+    "TaskReward": "purerl.integrations.trl.data",
+    "build_dataset": "purerl.integrations.trl.data",
+    "build_trainer": "purerl.integrations.trl.__main__",
+    "fixed_completions_credit": "purerl.integrations.trl.fixed",
+    "grpo_config": "purerl.integrations.trl.config",
+    "load_route_config": "purerl.integrations.trl.config",
+    "startup_lines": "purerl.integrations.trl.config",
+}
 
-__all__ = ["PureGRPOConfig", "PureGRPOTrainer", "PureScriptArguments", "VerifiableReward", "build_dataset"]
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    try:
+        return getattr(importlib.import_module(_EXPORTS[name]), name)
+    except ImportError as err:
+        if err.name and err.name.split(".")[0] == "trl":
+            raise ImportError("purerl.integrations.trl needs TRL: pip install 'purerl[trl]'") from err
+        raise
