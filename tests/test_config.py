@@ -9,14 +9,19 @@ import pytest
 from purerl.config import TrainConfig, load_config, save_config
 from purerl.config.loading import ConfigError
 
-CONFIGS = sorted((Path(__file__).parent.parent / "configs").glob("*.yaml"))
+CONFIGS = sorted(
+    path
+    for pattern in ("*.yaml", "trl/*.yaml", "engines/*.yaml")
+    for path in (Path(__file__).parent.parent / "configs").glob(pattern)
+)
+"""Every purerl config, the engines' included: one file serves purerl train, TRL (its ``trl:`` section) and verl."""
 
 
 def test_there_are_shipped_configs():
     assert CONFIGS
 
 
-@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: f"{p.parent.name}/{p.name}")
 def test_every_shipped_yaml_loads(path):
     cfg = load_config(path)
     assert isinstance(cfg, TrainConfig)

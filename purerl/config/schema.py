@@ -276,6 +276,10 @@ class TrainConfig:
     plugins: list[str] = field(default_factory=list)
     """Python modules imported before the config is checked: they register PRM kinds, credit modes,
     tasks or rollout backends (``purerl.registry``; see docs/architecture.md)."""
+    trl: dict = field(default_factory=dict)
+    """TRL ``GRPOConfig`` keys purerl does not own (``bf16``, ``use_vllm``, ...), read by ``python -m
+    purerl.integrations.trl`` only (checked there; docs/scaling.md), so one file serves every engine;
+    ``purerl train`` (which says so in one line) and the verl plugin leave it alone."""
 
 
 def task_name(cfg: TrainConfig) -> str:

@@ -16,14 +16,13 @@ import importlib.util
 import os
 import types
 import typing
-from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
 from typing import Any
 
 from purerl.config import ConfigError, TrainConfig, load_dataclass, task_name, validate
 
-__all__ = ["OWNED", "RouteConfig", "check_agreement", "grpo_config", "grpo_kwargs", "load_route_config",
+__all__ = ["OWNED", "check_agreement", "grpo_config", "grpo_kwargs", "load_route_config",
            "optimizer_steps_per_step", "startup_lines"]  # fmt: skip
 
 OWNED: dict[str, str] = {
@@ -74,24 +73,15 @@ _OWNED_GENERATION_KWARGS = {"temperature": "rollout.temperature", "max_new_token
 _OWNED_REPORTERS = {"wandb": "run.wandb", "tensorboard": "run.tensorboard", "all": "run.wandb and run.tensorboard"}
 
 
-@dataclass
-class RouteConfig(TrainConfig):
-    """A purerl config with the ``trl:`` section (read by :func:`load_route_config` only)."""
-
-    trl: dict = field(default_factory=dict)
-    """GRPOConfig keys purerl does not own."""
-
-
 def load_route_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()):
     """``(TrainConfig, trl)`` from a YAML file and ``key=value`` overrides (``trl.KEY=VALUE`` for the
     ``trl:`` section): the purerl part checked by :func:`purerl.config.validate`, the ``trl`` part
     checked against TRL's GRPOConfig (:func:`check_trl_section`). Raises :class:`ConfigError`."""
-    route = load_dataclass(RouteConfig, path, overrides)
-    if not isinstance(route.trl, dict):
-        raise ConfigError(f"trl: expected a mapping of GRPOConfig keys, got {route.trl!r}")
-    cfg = TrainConfig(**{f.name: getattr(route, f.name) for f in dataclasses.fields(TrainConfig)})
+    cfg = load_dataclass(TrainConfig, path, overrides)
+    if not isinstance(cfg.trl, dict):
+        raise ConfigError(f"trl: expected a mapping of GRPOConfig keys, got {cfg.trl!r}")
     validate(cfg)
-    return cfg, check_trl_section(route.trl)
+    return cfg, check_trl_section(cfg.trl)
 
 
 def check_trl_section(trl: dict) -> dict:
