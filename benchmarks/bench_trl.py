@@ -7,7 +7,8 @@ Arms, each a fresh process running ``--steps`` optimizer steps, interleaved A B 
   pure-rule  PureGRPOTrainer with the rule PRM: purerl's own work (segmentation, credit, metrics)
   pure       PureGRPOTrainer with the built-in PRM (a 2-layer token-classification model)
 Same policy (the built-in task's), 8 prompts x 8 completions a step, every completion exactly
-``--length`` tokens (min_new_tokens), one micro-batch, no reference model (beta 0), fp32, 2 threads.
+``--length`` tokens (rollout.min_new_tokens), one minibatch, no reference model (algo.kl_coef 0), fp32, 2 threads;
+the rest the paper's defaults read by the one-config route (min-form credit here, as when first measured).
 Prints the median step time of each arm (TRL's own ``step_time``, first step dropped), the ratios to
 ``trl``, and PURE's pipeline and PRM time per step. Nothing here is a test.
 """
@@ -29,22 +30,18 @@ def one_run(arm: str, steps: int, length: int) -> dict:
     """Runs in a child process: the arm's trainer for ``steps`` steps; its per-step timings."""
     import tempfile
 
-    import torch
-    from trl import GRPOTrainer, TrlParser
+    from trl import GRPOTrainer
 
-    from purerl.integrations.trl import PureGRPOConfig, PureScriptArguments
-    from purerl.integrations.trl.__main__ import build_trainer
+    from purerl.integrations.trl import build_trainer, grpo_config, load_route_config
 
-    torch.set_num_threads(2)
-    argv = ["--output_dir", tempfile.mkdtemp(), "--max_steps", str(steps), "--per_device_train_batch_size", "64",
-            "--gradient_accumulation_steps", "1", "--num_generations", "8", "--max_completion_length", str(length),
-            "--beta", "0.0", "--bf16", "false", "--gradient_checkpointing", "false", "--logging_steps", "1",
-            "--save_strategy", "no", "--report_to", "none", "--use_cpu", "true", "--num_problems", "512",
-            "--credit_mode", "min", "--prm_kind", "rule" if arm == "pure-rule" else "token_classification"]  # fmt: skip
-    script, args = TrlParser((PureScriptArguments, PureGRPOConfig)).parse_args_and_config(args=argv)
-    args.generation_kwargs = {"min_new_tokens": length}  # fixed work per step: every completion is `length` long
-    # plain TRL reads none of the PURE keys of the config; everything else is the same
-    trainer = build_trainer(script, args, trainer_class=GRPOTrainer if arm == "trl" else None)
+    overrides = [f"run.out_dir={tempfile.mkdtemp()}", f"run.steps={steps}", "run.threads=2", "run.tensorboard=false",
+                 f"run.checkpoint_every={steps + 1}", "rollout.prompts_per_step=8", "rollout.k=8",
+                 f"rollout.max_new_tokens={length}", f"rollout.min_new_tokens={length}",  # fixed work per step
+                 "algo.minibatches=1", "algo.kl_coef=0", "algo.mode=min", "policy.device=cpu",
+                 f"prm.kind={'rule' if arm == 'pure-rule' else 'token_classification'}"]  # fmt: skip
+    cfg, trl = load_route_config(None, overrides)
+    # plain TRL reads none of PURE's settings; the model, rows, reward and batch are the same
+    trainer = build_trainer(cfg, grpo_config(cfg, trl), trainer_class=GRPOTrainer if arm == "trl" else None)
     trainer.train()
     rows = [r for r in trainer.state.log_history if "step_time" in r]
     return {
