@@ -124,3 +124,16 @@ config, so each must answer with the same line, naming the key)."""
 def bad_prm_or_credit(request):
     """One of :data:`BAD_PRM_AND_CREDIT`: ``(overrides, message regex)``."""
     return request.param
+
+
+@pytest.fixture
+def cpu_hog():
+    """A busy process per CPU for the length of a test: a machine as loaded as a busy CI runner."""
+    import subprocess
+    import sys
+
+    hogs = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(os.cpu_count() or 1)]
+    yield len(hogs)
+    for hog in hogs:
+        hog.kill()
+        hog.wait()

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import importlib
 import os
 import signal
+import sys
 import time
 
 import pytest
@@ -83,3 +85,25 @@ def test_a_function_the_helper_cannot_import_is_an_error_not_a_hang(worker):
 def test_a_print_in_the_helper_does_not_break_the_answers(worker):
     assert worker.call(print, ("stray output",), 30) is None
     assert worker.call(sum, ([5],), 30) == 5
+
+
+def test_the_time_limit_starts_when_the_call_starts_even_beside_a_cpu_hog(tmp_path, monkeypatch, cpu_hog):
+    """A cold helper, a function whose module takes 2 s to import, a busy process per CPU: calls of
+    0.01 s still finish within limits of 0.5 to 1 s (the helper's start and the import are not the
+    call's), and a call past its limit is still stopped."""
+    (tmp_path / "slow_to_import.py").write_text("import time\n\ntime.sleep(2)\n\n\ndef twice(x):\n    return 2 * x\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    slow = importlib.import_module("slow_to_import")
+    worker = Worker()  # no warm-up: the first call starts the helper
+    try:
+        assert worker.call(slow.twice, (21,), 0.5) == 42
+        for _ in range(5):
+            assert worker.call(_sleep, (0.01,), 1.0) == 0.01
+        start = time.monotonic()
+        with pytest.raises(WorkerTimeout, match=r"no answer within 0\.3 s"):
+            worker.call(_sleep, (10.0,), 0.3)
+        assert time.monotonic() - start < 8
+        assert worker.call(slow.twice, (2,), 0.5) == 4  # the replacement imports it again, off the clock
+    finally:
+        worker.stop()
+        sys.modules.pop("slow_to_import", None)
