@@ -1,4 +1,4 @@
-"""The PRM commands of `purerl`: ``train-prm``, ``label-steps``, ``eval-prm`` (docs/prm.md).
+"""The PRM commands of `purerl`: ``train-prm``, ``label-steps``, ``eval-prm``, ``probe-prm`` (docs/prm.md).
 
 Argument parsing only (no torch at import, so a bad argument answers at once); each handler imports
 the module that does the work.
@@ -123,4 +123,43 @@ def add_eval_prm(sub) -> None:
     p.set_defaults(run=_eval_prm)
 
 
-ADDERS = (add_train_prm, add_label_steps, add_eval_prm)
+def _probe_prm(args: argparse.Namespace) -> str:
+    _quiet()
+    from purerl.prmtools.probe import run_probe_prm
+
+    return run_probe_prm(args)
+
+
+def add_probe_prm(sub) -> None:
+    p = sub.add_parser(
+        "probe-prm",
+        help="how a PRM can be gamed, before any RL: transformed solutions against honest ones",
+        description="Score honest solutions and transformations a policy could learn (skip to the answer, "
+        "collapse, drop or miscopy an operand, a confident wrong answer, filler, repeats, 'Thank you.', ...) "
+        "with a PRM; per transformation, the share of problems where the transformed solution scores at "
+        "least as well as the honest one, by min step score and by sum (docs/prm.md).",
+    )
+    p.add_argument("--prm", help="a PRM folder or hub id, or 'rule' (the built-in task's exact checker); "
+                   "default: the shipped built-in PRM")  # fmt: skip
+    p.add_argument("--prm-kind", default="token_classification", help="token_classification, qwen_prm, math_shepherd")
+    p.add_argument("--score-map", default="none", help="affine maps a [0, 1] PRM's scores to [-1, 1]")
+    p.add_argument("--separator", default="\n", help="the PRM's step separator (token_classification)")
+    p.add_argument("--dtype", default="float32")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: default)")
+    p.add_argument("--data", help="solutions to probe instead of the built-in task's: JSONL / JSON / parquet / "
+                   "datasets folder with a question, a gold answer and a reference solution per row")  # fmt: skip
+    p.add_argument("--question", nargs="+", default=["question", "problem", "prompt"], help="question field spec(s)")
+    p.add_argument("--gold", nargs="+", default=["answer", "final_answer", "gt", "last_boxed:solution"],
+                   help="gold answer field spec(s)")  # fmt: skip
+    p.add_argument("--solution", default="solution", help="field of the reference solution (--data)")
+    p.add_argument("--step-separator", default="\n\n", help="what separates the steps of a --data solution")
+    p.add_argument("--problems", type=int, default=256, help="problems to probe (--data: the first N usable rows)")
+    p.add_argument("--transforms", help="comma-separated transformations to apply (default: all)")
+    p.add_argument("--seed", type=int, default=0, help="draws the built-in problems and each transformation's choices")
+    p.add_argument("--batch-size", type=int, default=64, help="solutions per PRM call")
+    p.add_argument("--out", help="write the results (JSON) here")
+    p.set_defaults(run=_probe_prm)
+
+
+ADDERS = (add_train_prm, add_label_steps, add_eval_prm, add_probe_prm)

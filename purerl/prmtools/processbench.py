@@ -213,10 +213,10 @@ def check_args(args: argparse.Namespace) -> None:
     check_out_path(args.out, args.file)
     check_out_path(args.out, args.val)
     if args.prm != "rule":
-        _check_model_prm(args)
+        check_model_prm(args)
 
 
-def _check_model_prm(args: argparse.Namespace) -> None:
+def check_model_prm(args: argparse.Namespace) -> None:
     from purerl.config.validation import check_device, check_model_path
     from purerl.models.loading import torch_dtype_of
     from purerl.registry import PRMS
