@@ -1,5 +1,7 @@
 """purerl eval-prm: ProcessBench-style metrics checked by hand and against plain references, then the
-command end to end (the exact checker, a tiny real PRM, a hand-written PRM800K fixture, bad inputs)."""
+command end to end: the exact checker (F1 and AUROC 1 on exactly labelled data; 4/7 and 7/12, worked
+out by hand, on a file whose labels disagree with it), a tiny real PRM against a plain recomputation
+from its scores, a hand-written PRM800K fixture, bad inputs."""
 
 from __future__ import annotations
 
@@ -156,19 +158,56 @@ def test_the_exact_checker_scores_f1_one(tmp_path, capsys):
     assert "test (natural)" in printed and "results:" in printed
 
 
-def test_a_tiny_token_classification_prm_reports_numbers_in_range(tmp_path, prm_folder):
-    data, out = tmp_path / "steps.jsonl", tmp_path / "results.json"
-    _write_task_solutions(data, n=40, seed=1)
-    args = ["eval-prm", str(data), "--prm", str(prm_folder), "--batch-size", "8", "--seed", "3", "--out", str(out)]
+def _plain_f1(scores, labels, t):
+    """ProcessBench's F1 at threshold ``t``, by a plain loop (no ranges, no shared helper)."""
+    found = errors = kept = correct = 0
+    for s, lab in zip(scores, labels):
+        guess = -1
+        for k, x in enumerate(s):
+            if x < t:
+                guess = k
+                break
+        truth = lab.index(False) if False in lab else -1
+        if truth >= 0:
+            errors, found = errors + 1, found + (guess == truth)
+        else:
+            correct, kept = correct + 1, kept + (guess == -1)
+    a, b = found / errors, kept / correct
+    return 2 * a * b / (a + b) if a + b else 0.0
+
+
+def test_a_tiny_token_classification_prm_matches_a_plain_recomputation(tmp_path, prm_folder):
+    """The command's threshold, F1 and AUROC equal a plain recomputation from the PRM's step scores:
+    the threshold is a best-F1 one on ``--val`` (F1 is constant for thresholds in ``(x_i, x_{i+1}]``
+    between consecutive scores, so the scores themselves and one above the highest cover every value),
+    and the test file's numbers at that threshold and at the natural one (0) are the plain loops'."""
+    from purerl.config import PRMConfig
+    from purerl.prm.loading import load_prm
+
+    data, val, out = tmp_path / "steps.jsonl", tmp_path / "val.jsonl", tmp_path / "results.json"
+    test_rows, val_rows = _write_task_solutions(data, n=40, seed=1), _write_task_solutions(val, n=24, seed=2)
+    args = ["eval-prm", str(data), "--val", str(val), "--prm", str(prm_folder), "--batch-size", "8", "--out", str(out)]
     assert main(args) == 0
     result = json.loads(out.read_text())
     assert result["prm_kind"] == "token_classification" and result["score_range"] == [-1.0, 1.0]
-    assert math.isfinite(result["threshold"]) and result["natural_threshold"] == 0.0
-    for m in (result["test"], result["validation"], result["natural"]["test"]):
-        assert m["with_error"] + m["correct"] == m["solutions"] and m["nan_steps"] == 0
-        for key in ("error_accuracy", "correct_accuracy", "f1", "auroc"):
-            assert 0.0 <= m[key] <= 1.0
-    assert result["test"]["solutions"] + result["validation"]["solutions"] == 40
+
+    prm = load_prm(PRMConfig(kind="token_classification", path=str(prm_folder)))  # as eval-prm loads it
+
+    def scored(rows):  # in eval-prm's batches of 8 solutions, so the floats are the ones it saw
+        batches = [rows[i : i + 8] for i in range(0, len(rows), 8)]
+        return [s for b in batches for s in prm.score([r["prompt"] for r in b], [r["completions"] for r in b])]
+
+    test_scores, val_scores = scored(test_rows), scored(val_rows)
+    test_labels, val_labels = [r["labels"] for r in test_rows], [r["labels"] for r in val_rows]
+    flat = sorted({x for s in val_scores for x in s})
+    best = max(_plain_f1(val_scores, val_labels, t) for t in [*flat, flat[-1] + 1])
+    t = result["threshold"]
+    assert result["validation"]["f1"] == pytest.approx(best) == pytest.approx(_plain_f1(val_scores, val_labels, t))
+    for m, at in ((result["test"], t), (result["natural"]["test"], 0.0)):
+        assert m["f1"] == pytest.approx(_plain_f1(test_scores, test_labels, at))
+        steps = [(x, ok) for s, lab in zip(test_scores, test_labels) for x, ok in zip(s, lab)]
+        assert m["auroc"] == pytest.approx(_pairwise_auroc([x for x, _ in steps], [ok for _, ok in steps]))
+        assert (m["solutions"], m["with_error"], m["nan_steps"]) == (40, sum(not all(lab) for lab in test_labels), 0)
 
 
 def test_steps_past_the_prm_length_limit_are_nan_and_counted(tmp_path, bpe_tokenizer, capsys):
@@ -293,3 +332,40 @@ def test_bad_inputs_are_one_line_errors(tmp_path, capsys, content, extra, messag
     err = capsys.readouterr().err
     assert err.startswith("purerl eval-prm: error: ") and message in err
     assert err.count("\n") == 1 and "Traceback" not in err
+
+
+# Hand-made solutions of PROBLEM_2 / PROBLEM_1 (below), with a file's labels that disagree with the exact
+# checker on purpose: the checker (--prm rule, scores +1 / -1) is then a PRM whose numbers are worked out
+# by hand. (file labels, the checker's labels.)
+HAND_RULE = [
+    (["0+1=1 (1-1)", "1-1=0", "The answer is \\boxed{0}."], [True, True, True]),  # checker: T T T
+    (["0+1=1 (1-1)", "1-1=2", "The answer is \\boxed{2}."], [True, False, False]),  # checker: T F T
+    (["0+1=2 (2-1)", "2-1=1", "The answer is \\boxed{1}."], [True, True, False]),  # checker: F T T
+    (["0+1=1 (1-1)", "1-1=0", "The answer is \\boxed{5}."], [True, True, True]),  # checker: T T F
+]
+
+
+def test_a_hand_made_set_gives_the_f1_and_auroc_worked_out_by_hand(tmp_path):
+    """At threshold 0 the checker guesses the first errors -1, 1, 0, 2, -1; the file says -1, 1, 2, -1, -1.
+    Solutions with an error: #2 found, #3 missed -> 1/2. Correct ones: #1 and #5 kept, #4 flagged -> 2/3.
+    F1 = 2 (1/2)(2/3) / (1/2 + 2/3) = 4/7. Steps: 12 labelled correct (10 scored +1, 2 scored -1) and 3
+    wrong (1 at -1, 2 at +1): of the 36 pairs, +1 beats -1 10 times, 20 ties at +1 and 2 at -1 count half,
+    so AUROC = (10 + 10 + 1) / 36 = 7/12. With ``--val`` the same file chooses the threshold among -2, 0
+    and 2 (F1 0, 4/7, 0): 0."""
+    rows = [{"prompt": PROBLEM_2, "completions": steps, "labels": labels} for steps, labels in HAND_RULE]
+    rows.append({"prompt": PROBLEM_1, "completions": ["5+2=7 (7+3)", "7+3=0", "The answer is \\boxed{0}."],
+                 "labels": [True, True, True]})  # fmt: skip  # checker: T T T
+    for row, checker in zip(rows, ([True] * 3, [True, False, True], [False, True, True], [True, True, False])):
+        assert A.rule_checker(row["prompt"], row["completions"]) == checker  # the hand-worked scores hold
+    data, out = tmp_path / "hand.jsonl", tmp_path / "results.json"
+    data.write_text(_rows(*rows))
+    for extra in (["--threshold", "0"], ["--val", str(data)]):
+        assert main(["eval-prm", str(data), "--prm", "rule", "--out", str(out), *extra]) == 0
+        result = json.loads(out.read_text())
+        m = result["test"]
+        assert result["threshold"] == 0.0
+        assert (m["solutions"], m["with_error"], m["correct"], m["error_found"], m["correct_kept"]) == (5, 2, 3, 1, 2)
+        assert (m["error_accuracy"], m["correct_accuracy"]) == (0.5, pytest.approx(2 / 3))
+        assert m["f1"] == pytest.approx(4 / 7) and m["auroc"] == pytest.approx(7 / 12)
+        assert m["steps"] == 15 and result["natural"]["test"]["f1"] == pytest.approx(4 / 7)
+    assert result["validation"]["f1"] == pytest.approx(4 / 7)
