@@ -79,3 +79,25 @@ def truncated() -> torch.Tensor:
 def group_ids() -> torch.Tensor:
     """(B,) the problem of each completion."""
     return torch.arange(len(PROBLEMS)).repeat_interleave(K)
+
+
+def purerl_train_credit(cfg, tokenizer, ids: list[list[int]]):
+    """What ``purerl train``'s pipeline gives the fixed completions under ``cfg`` (the calls of
+    purerl.training.trainer): the :class:`purerl.pipeline.rewards.RewardBatch` with its advantages."""
+    from purerl.config import task_name
+    from purerl.pipeline import rewards as pipeline
+    from purerl.pipeline.advantages import CreditSettings
+    from purerl.prm.loading import load_prm
+    from purerl.registry import TASKS
+
+    task = TASKS.resolve(task_name(cfg)).from_config(cfg)
+    problems, a = [p for p in PROBLEMS for _ in range(K)], cfg.algo
+    has_truth = pipeline.vr_prompts(prompts(), a.reward, a.vr_fraction, [task.has_reward_answer(p) for p in problems])
+    batch = pipeline.process_rewards(
+        prompts(), ids, tokenizer, group_ids=group_ids(), response_mask=response_mask(ids), truncated=truncated(),
+        separator=task.separator, prm=load_prm(cfg.prm, task, builtin=cfg),
+        grader=lambda i, text: task.grade(text, problems[i]), has_truth=has_truth,
+    )  # fmt: skip
+    batch.logprobs, batch.ref_logprobs = logprobs(ids)
+    pipeline.assign_credit(batch, CreditSettings.from_algo(cfg.algo, cfg.rollout.max_new_tokens))
+    return batch

@@ -143,31 +143,18 @@ def test_one_config_same_advantages_as_purerl_train(tmp_path, load_script):
     built-in PRM, VR on half of the prompts, the paper's default credit with fixed old / reference log-
     probs): purerl train's pipeline and the TRL route give the same advantages."""
     fx = load_script(Path(__file__).with_name("engine_fixture.py"))
-    from purerl.config import load_config, task_name
+    from purerl.config import load_config
     from purerl.integrations.trl import build_trainer, fixed_completions_credit, grpo_config, load_route_config
-    from purerl.pipeline import rewards as pipeline
-    from purerl.pipeline.advantages import CreditSettings
-    from purerl.prm.loading import load_prm
-    from purerl.registry import TASKS
 
     overrides = [f"run.out_dir={tmp_path / 'run'}", "run.tensorboard=false"]
     cfg = load_config(fx.CONFIG, overrides)  # purerl train's reading of the file
-    task = TASKS.resolve(task_name(cfg)).from_config(cfg)
     route_cfg, trl = load_route_config(fx.CONFIG, overrides)  # the TRL route's reading of the same file
     assert route_cfg == cfg and trl == {}
     trainer = build_trainer(route_cfg, grpo_config(route_cfg, trl))
     tokenizer = trainer.processing_class
-    ids, problems, prompts = fx.completion_ids(tokenizer), [p for p in fx.PROBLEMS for _ in range(fx.K)], fx.prompts()
+    ids = fx.completion_ids(tokenizer)
     old, ref = fx.logprobs(ids)
-    a = cfg.algo
-    has_truth = pipeline.vr_prompts(prompts, a.reward, a.vr_fraction, [task.has_reward_answer(p) for p in problems])
-    batch = pipeline.process_rewards(
-        prompts, ids, tokenizer, group_ids=fx.group_ids(), response_mask=fx.response_mask(ids),
-        truncated=fx.truncated(), separator=task.separator, prm=load_prm(cfg.prm, task, builtin=cfg),
-        grader=lambda i, text: task.grade(text, problems[i]), has_truth=has_truth,
-    )  # fmt: skip
-    batch.logprobs, batch.ref_logprobs = old, ref
-    pipeline.assign_credit(batch, CreditSettings.from_algo(cfg.algo, cfg.rollout.max_new_tokens))
+    batch = fx.purerl_train_credit(cfg, tokenizer, ids)
     route = fixed_completions_credit(trainer, fx.PROBLEMS, ids, old, ref)
     assert 0 < int(torch.isnan(batch.verifiable_rewards).sum()) < len(ids)  # both kinds of prompt
     assert batch.kl.abs().max() > 0.01 and route.correct == batch.correct

@@ -242,27 +242,6 @@ def test_problems_become_verl_rows(tmp_path):
     assert main([str(tmp_path / "nope.jsonl"), str(tmp_path / "x.parquet")]) == 2
 
 
-def _purerl_train_advantages(fx, cfg, tokenizer, ids):
-    """What ``purerl train``'s pipeline gives the fixed completions (purerl.training.trainer's calls)."""
-    from purerl.config import task_name
-    from purerl.pipeline import rewards as pipeline
-    from purerl.pipeline.advantages import CreditSettings
-    from purerl.prm.loading import load_prm
-    from purerl.registry import TASKS
-
-    task = TASKS.resolve(task_name(cfg)).from_config(cfg)
-    problems, prompts, a = [p for p in fx.PROBLEMS for _ in range(fx.K)], fx.prompts(), cfg.algo
-    has_truth = pipeline.vr_prompts(prompts, a.reward, a.vr_fraction, [task.has_reward_answer(p) for p in problems])
-    batch = pipeline.process_rewards(
-        prompts, ids, tokenizer, group_ids=fx.group_ids(), response_mask=fx.response_mask(ids),
-        truncated=fx.truncated(), separator=task.separator, prm=load_prm(cfg.prm, task, builtin=cfg),
-        grader=lambda i, text: task.grade(text, problems[i]), has_truth=has_truth,
-    )  # fmt: skip
-    batch.logprobs, batch.ref_logprobs = fx.logprobs(ids)
-    pipeline.assign_credit(batch, CreditSettings.from_algo(cfg.algo, cfg.rollout.max_new_tokens))
-    return batch
-
-
 def _verl_rows(fx, tokenizer, ids) -> list:
     """Each fixed completion as the row verl's reward loop hands the reward manager (right-padded)."""
     width = max(len(row) for row in ids)
@@ -298,7 +277,7 @@ def test_one_config_same_advantages_as_purerl_train(monkeypatch, load_script):
     cfg = load_config(fx.CONFIG)
     tokenizer = AutoTokenizer.from_pretrained(policy_path(cfg))
     ids = fx.completion_ids(tokenizer)
-    expected = _purerl_train_advantages(fx, cfg, tokenizer, ids)
+    expected = fx.purerl_train_credit(cfg, tokenizer, ids)
 
     config = compose(*PLUGIN, f"+algorithm.pure.config={fx.CONFIG}", "actor_rollout_ref.rollout.n=4",
                      "data.train_batch_size=2", "data.max_response_length=80", "algorithm.use_kl_in_reward=true",
