@@ -137,3 +137,58 @@ def cpu_hog():
     for hog in hogs:
         hog.kill()
         hog.wait()
+
+
+TINY_RUN_SETTINGS = ["run.threads=1", "run.checkpoint_every=1", "run.keep_checkpoints=2", "run.tensorboard=false"]
+"""The settings of :func:`tiny_run` (with configs/tiny.yaml), which a run resuming it must repeat."""
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tiny_cache, tmp_path_factory) -> Path:
+    """A finished 4-step run of configs/tiny.yaml (:data:`TINY_RUN_SETTINGS`) with the checkpoints of
+    steps 3 and 4; copy it before changing anything."""
+    from purerl.config import load_config
+    from purerl.training.trainer import Trainer
+
+    out = tmp_path_factory.mktemp("tiny_run") / "run"
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("PURERL_CACHE", str(tiny_cache))
+        Trainer(load_config(str(TINY_CONFIG), [*TINY_RUN_SETTINGS, f"run.out_dir={out}"])).train()
+    return out
+
+
+@pytest.fixture
+def fake_hub(monkeypatch):
+    """A Hugging Face hub on the loopback that knows the model ids in the returned set (others: 404 with
+    the hub's ``RepoNotFound``), set as this process's hub endpoint."""
+    import http.server
+    import json
+    import threading
+
+    from huggingface_hub import constants
+
+    known: set[str] = set()
+
+    class Hub(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):  # /api/models/<org>/<name>[/revision/...]
+            repo = self.path.split("?")[0].removeprefix("/api/models/").split("/revision/")[0]
+            found = repo in known
+            body = json.dumps({"id": repo, "sha": "0" * 40} if found else {"error": "Repository not found"})
+            self.send_response(200 if found else 404)
+            self.send_header("Content-Type", "application/json")
+            if not found:
+                self.send_header("X-Error-Code", "RepoNotFound")
+            self.end_headers()
+            self.wfile.write(body.encode())
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Hub)
+    threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+    monkeypatch.setattr(constants, "ENDPOINT", f"http://127.0.0.1:{server.server_address[1]}")
+    for name in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"):
+        monkeypatch.delenv(name, raising=False)
+    yield known
+    server.shutdown()
+    server.server_close()

@@ -17,6 +17,7 @@ import torch
 from purerl.config import load_config
 from purerl.training import checkpoint as ckpt
 from purerl.training.run_control import RunStopped
+from purerl.training.run_state import STATE_SCHEMA
 from purerl.training.trainer import Trainer
 
 ROOT = Path(__file__).parent.parent
@@ -61,7 +62,7 @@ def straight(tiny_cache, tmp_path_factory) -> Path:
     return out
 
 
-@pytest.mark.parametrize("point", ["state", "sync", "rename", "latest", "prune"])
+@pytest.mark.parametrize("point", ["state", "sync", "rename", "renamed", "latest", "prune"])
 def test_a_kill_inside_a_save_resumes_exactly(tiny_cache, straight, tmp_path, point):
     run = tmp_path / "run"
     killed = train(tiny_cache, run, worker=["3", point])  # the save of step 3, at `point`
@@ -71,6 +72,33 @@ def test_a_kill_inside_a_save_resumes_exactly(tiny_cache, straight, tmp_path, po
     assert comparable(run) == comparable(straight)
     assert weights(run) == weights(straight)
     left = [p.name for p in (run / "checkpoints").iterdir() if p.name.startswith((".tmp", ".trash"))]
+    assert left == []
+
+
+CHAIN = [("trash", 1), ("trashed", 2), ("replace", 3), ("cleanup", 4), ("final", 4)]
+"""A kill at each rename of a re-save and of the final save, one per step (tests/kill_worker.py), and
+the checkpoint each resume must start from (the save killed between its renames is finished)."""
+
+
+def test_a_kill_at_every_rename_of_a_resave_resumes_exactly(tiny_cache, straight, tmp_path):
+    """Each run is killed at the next point and resumed by the next (its first save is the next step's):
+    a re-save moved aside (``trash``), between the renames with no step-N on disk (``trashed``), before
+    ``LATEST`` is replaced, before the old step-N is removed (``cleanup``), and inside ``final/``'s swap."""
+    run = tmp_path / "run"
+    for n, (point, step) in enumerate(CHAIN):
+        killed = train(tiny_cache, run, *(["--resume"] if n else []), worker=["1", point])
+        assert killed.returncode == -signal.SIGKILL, (point, killed.stderr)
+        assert ckpt.newest(run).step == step, point  # newest() finishes an interrupted save
+    resumed = train(tiny_cache, run, "--resume")
+    assert resumed.returncode == 0, resumed.stderr
+    assert comparable(run) == comparable(straight) and weights(run) == weights(straight)
+    assert [e["from"].rsplit("/", 1)[1] for e in events(run) if e["event"] == "resume"] == [
+        "step-000001", "step-000002", "step-000003", "step-000004", "step-000004"]  # fmt: skip
+    left = [
+        p.name
+        for p in [*(run / "checkpoints").iterdir(), *run.iterdir()]
+        if p.name.startswith((".tmp", ".trash", ".final"))
+    ]
     assert left == []
 
 
@@ -96,9 +124,10 @@ def test_a_crafted_checkpoint_runs_no_code(tiny_cache, straight, tmp_path, monke
     marker = tmp_path / "pwned"
     _plant(ckpt.newest(run).folder, marker, monkeypatch)
     with pytest.raises(ValueError, match="refusing to load objects other than tensors"):
-        ckpt.load_state(ckpt.newest(run).folder)
+        ckpt.load_state(ckpt.newest(run).folder, STATE_SCHEMA)
     out = train(tiny_cache, run, "--resume")
     assert out.returncode == 2 and "refusing to load" in last_line(out.stderr) and "Traceback" not in out.stderr
+    assert "weights_only" not in out.stderr and len(out.stderr.strip().splitlines()) == 1
     assert not marker.exists()
 
 
@@ -267,7 +296,7 @@ def test_resume_takes_the_newest_checkpoint_that_verifies(tmp_path, caplog):
     (ckpt.step_folder(tmp_path, 4)).mkdir()  # a folder without a manifest
     found = ckpt.newest(tmp_path)
     assert found.step == 2 and "differs from its manifest" in caplog.text and "no manifest.json" in caplog.text
-    state = ckpt.load_state(found.folder)
+    state = ckpt.load_state(found.folder, {"step": int, "rng": dict})
     assert state["step"] == 2 and isinstance(state["rng"]["numpy"]["keys"], torch.Tensor)
 
 

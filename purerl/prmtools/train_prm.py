@@ -25,18 +25,21 @@ import torch
 import yaml
 
 from purerl.io.files import write_atomic
-from purerl.io.logger import truncate_rows
+from purerl.io.logger import read_rows, truncate_rows
 from purerl.models.prm_stages import head_module
 from purerl.models.warmstart import cosine_schedule, pad_batch
 from purerl.prm.token_classification import build_prm_inputs
 from purerl.prmtools.stepdata import StepExample, load_step_examples
 from purerl.prmtools.train_prm_config import StageConfig, TrainPRMConfig, load_train_prm_config
 from purerl.training import checkpoint as ckpt
+from purerl.training.integrity import RESTORE_ERRORS, first_line, read_saved_config
 from purerl.training.run_control import RunStopped, StopSignals, claim_run_folder
 
 log = logging.getLogger(__name__)
 
 FREE_ON_RESUME = ("max_steps", "eval_every", "checkpoint_every", "keep_checkpoints", "threads", "tensorboard")
+STATE_SCHEMA = {"step": int, "stage": str, "optimizer": dict, "scheduler": dict, "rng": dict}
+"""The keys of train-prm's ``trainer_state.pt`` and their types (:meth:`PRMTrainer.save`)."""
 
 
 def encode(tokenizer, examples: list[StepExample], cfg: TrainPRMConfig, max_length: int):
@@ -98,11 +101,13 @@ class PRMTrainer:
     """The two-stage loop over one flat sequence of optimizer steps (stage 1's, then stage 2's)."""
 
     def __init__(self, cfg: TrainPRMConfig, resume: bool = False, overwrite: bool = False):
-        from purerl.config.validation import check_device
+        from purerl.config.validation import check_device, check_model_path
 
         check_device("device", cfg.device)
+        if cfg.model != "builtin":
+            check_model_path("model", cfg.model)
         self.cfg, self.out = cfg, Path(cfg.out_dir)
-        claim_run_folder(self.out, resume, overwrite)
+        claim_run_folder(self.out, resume, overwrite, key="out_dir")
         found = self._check_resume() if resume else None
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
@@ -294,7 +299,10 @@ class PRMTrainer:
 
     def _check_resume(self) -> ckpt.Found:
         found = ckpt.newest(self.out)
-        saved = yaml.safe_load((found.folder / "config.yaml").read_text(encoding="utf-8"))
+        self.resume_state = ckpt.load_state(found.folder, STATE_SCHEMA)  # checked before the model loads
+        if (self.out / "metrics.jsonl").exists():
+            read_rows(self.out / "metrics.jsonl")  # and so is its log
+        saved = read_saved_config(found.folder)
         now = dataclasses.asdict(self.cfg)
         changed = sorted(k for k in set(saved) | set(now) if saved.get(k) != now.get(k) and k not in FREE_ON_RESUME)
         if changed:
@@ -303,14 +311,18 @@ class PRMTrainer:
         return found
 
     def _restore(self, folder: Path) -> None:
-        state = ckpt.load_state(folder)
-        name = state["stage"]  # the stage whose optimizer the checkpoint holds
-        stage, steps = next((s, n) for nm, s, n in self.plan if nm == name)
-        self._enter(name, stage, steps)
+        state = self.__dict__.pop("resume_state")
+        plan = {nm: (s, n) for nm, s, n in self.plan}
+        if state["stage"] not in plan:
+            raise ValueError(f"{folder / ckpt.STATE_FILE}: stage {state['stage']!r} is not one of {list(plan)}")
+        self._enter(state["stage"], *plan[state["stage"]])  # the stage whose optimizer the checkpoint holds
         ckpt.load_weights(self.model, folder, adapter=hasattr(self.model, "peft_config"))
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.scheduler.load_state_dict(state["scheduler"])
-        ckpt.set_rng_states(state["rng"])
+        try:
+            self.optimizer.load_state_dict(state["optimizer"])
+            self.scheduler.load_state_dict(state["scheduler"])
+            ckpt.set_rng_states(state["rng"])
+        except RESTORE_ERRORS as err:
+            raise ValueError(f"{folder / ckpt.STATE_FILE}: does not fit this run ({first_line(err)})") from None
         self.step, self.saved = state["step"], folder
         log.info("resumed from %s at step %d", folder, self.step)
 

@@ -11,15 +11,17 @@ atomically. A kill at any point leaves the previous checkpoints complete; leftov
 (files present, sizes and hashes equal) and says which newer ones it skipped and why.
 
 ``trainer_state.pt`` is read with ``torch.load(weights_only=True)``: a crafted file in a shared run
-folder cannot run code; it is refused with a one-line error.
+folder cannot run code; it is refused with a one-line error. It also records the SHA-256 of the other
+files, and what is loaded is checked beyond the manifest (:mod:`purerl.training.integrity`): a damaged
+file whose manifest was rewritten to match is one line naming the file, never a crash or a NaN run.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
-import pickle
 import random
 import shutil
 from dataclasses import dataclass
@@ -30,6 +32,7 @@ import numpy as np
 import torch
 
 from purerl.io.files import fsync, write_atomic
+from purerl.training import integrity
 
 log = logging.getLogger(__name__)
 
@@ -75,37 +78,73 @@ def step_folder(root: Path, step: int) -> Path:
     return Path(root) / FOLDER / f"{PREFIX}{step:06d}"
 
 
+def _hashes(folder: Path, paths: list[Path]) -> dict[str, dict]:
+    return {str(p.relative_to(folder)): {"bytes": p.stat().st_size, "sha256": _sha256(p)} for p in paths}
+
+
 def save_checkpoint(folder: Path, model, tokenizer, state: dict[str, Any], config_text: str, flags: list[str]) -> Path:
     """Write a checkpoint into ``folder`` (``<run>/checkpoints/step-N``) atomically; returns ``folder``.
 
-    ``state`` must hold plain data and tensors only (it is loaded with ``weights_only=True``).
+    ``state`` must hold plain data and tensors only (it is loaded with ``weights_only=True``); the
+    SHA-256 of the other files is added to it as ``files``.
     ``flags``: the hacking flags raised since the previous checkpoint (none: it passed every detector).
     """
     folder = Path(folder)
     parent = folder.parent
-    parent.mkdir(parents=True, exist_ok=True)
+    if not parent.is_dir():  # the first save: checkpoints/ (and the run folder) made reachable on disk too
+        parent.mkdir(parents=True)
+        fsync(parent.parent)
+        with contextlib.suppress(OSError):  # a parent folder we may not read
+            fsync(parent.parent.parent)
     tmp = parent / f".tmp-{folder.name}"
     if tmp.exists():
         shutil.rmtree(tmp)
     tmp.mkdir()
     model.save_pretrained(tmp / "policy")
     tokenizer.save_pretrained(tmp / "policy")
-    torch.save(state, tmp / STATE_FILE)
     (tmp / "config.yaml").write_text(config_text, encoding="utf-8")
-    files = {str(p.relative_to(tmp)): {"bytes": p.stat().st_size, "sha256": _sha256(p)} for p in _files(tmp)}
-    manifest = {"step": state["step"], "flags": sorted(flags), "files": files}
+    files = _hashes(tmp, _files(tmp))
+    torch.save({**state, "files": {name: meta["sha256"] for name, meta in files.items()}}, tmp / STATE_FILE)
+    files.update(_hashes(tmp, [tmp / STATE_FILE]))
+    manifest = {"step": state["step"], "flags": sorted(flags), "files": dict(sorted(files.items()))}
     (tmp / MANIFEST).write_text(json.dumps(manifest, indent=1), encoding="utf-8")
-    for path in [*_files(tmp), tmp / MANIFEST]:
-        fsync(path)
-    for sub in {p.parent for p in _files(tmp)} | {tmp}:
-        fsync(sub)
-    if folder.exists():  # the same step again (after a roll-back): move the old one aside first
+    _sync_tree(tmp)
+    if folder.exists():  # the same step again: move the old one aside first (see _finish_interrupted)
         folder.rename(parent / f".trash-{folder.name}")
     tmp.rename(folder)
     fsync(parent)
     write_atomic(parent / "LATEST", folder.name + "\n")
     _clean_leftovers(parent)
     return folder
+
+
+def _sync_tree(folder: Path) -> None:
+    """fsync every file under ``folder``, then every folder, deepest first, ``folder`` last."""
+    paths = sorted(folder.rglob("*"), key=lambda p: (p.is_dir(), -len(p.parts)))
+    for path in [*paths, folder]:
+        fsync(path)
+
+
+def _finish_interrupted(parent: Path) -> None:
+    """Finish a save killed between its renames: a ``step-N`` missing while a complete ``.tmp-step-N`` (the
+    new save) or ``.trash-step-N`` (the one it replaces) verifies is renamed into place, the newer first;
+    a ``.trash-step-N`` beside its ``step-N`` is removed."""
+    for kind in (".tmp-", ".trash-"):
+        for stale in sorted(parent.glob(f"{kind}{PREFIX}*")):
+            folder = parent / stale.name.removeprefix(kind)
+            if folder.exists() or not stale.is_dir():
+                continue
+            try:
+                verify(stale)
+            except ValueError:
+                continue  # unfinished: removed by the next save
+            _sync_tree(stale)  # a kill (not a power loss) may have left it in the page cache only
+            stale.rename(folder)
+            fsync(parent)
+            log.warning("finished an interrupted save: %s", folder)
+    for stale in parent.glob(f".trash-{PREFIX}*"):
+        if (parent / stale.name.removeprefix(".trash-")).exists():
+            shutil.rmtree(stale, ignore_errors=True)
 
 
 def _clean_leftovers(parent: Path) -> None:
@@ -133,20 +172,38 @@ class Found:
 def verify(folder: Path, hashes: bool = True) -> Found:
     """The checkpoint in ``folder`` if its manifest matches its files (sizes, and with ``hashes`` their
     SHA-256: pruning, which reads no weights, checks sizes only); else ValueError saying what is wrong."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise ValueError(f"{folder}: {'not a folder' if folder.exists() else 'no such folder'}")
     try:
         manifest = json.loads((folder / MANIFEST).read_text(encoding="utf-8"))
-        files, step, flags = manifest["files"], int(manifest["step"]), list(manifest["flags"])
+        files, step, flags = manifest["files"], int(manifest["step"]), [str(f) for f in manifest["flags"]]
+        if not isinstance(files, dict) or not all(isinstance(m, dict) for m in files.values()):
+            raise TypeError("files is not a mapping of file names to sizes and hashes")
     except FileNotFoundError:
         raise ValueError(f"{folder}: no {MANIFEST} (an unfinished save)") from None
     except (OSError, ValueError, KeyError, TypeError) as err:
         raise ValueError(f"{folder}/{MANIFEST}: unreadable ({err})") from None
     for name, meta in files.items():
         path = folder / name
-        if not path.is_file():
+        if ".." in Path(name).parts or Path(name).is_absolute() or not path.is_file():
             raise ValueError(f"{folder}: {name} is missing")
-        if path.stat().st_size != meta["bytes"] or (hashes and _sha256(path) != meta["sha256"]):
+        if path.stat().st_size != meta.get("bytes") or (hashes and _sha256(path) != meta.get("sha256")):
             raise ValueError(f"{folder}: {name} differs from its manifest (changed or damaged)")
     return Found(folder, step, flags)
+
+
+def resume_point(path: str | Path) -> Found:
+    """The checkpoint ``--resume-from`` names, verified; a path that is no checkpoint folder says what it is."""
+    folder = Path(path)
+    if not folder.exists():
+        raise ValueError(f"--resume-from {path}: no such folder")
+    if not folder.is_dir():
+        raise ValueError(f"--resume-from {path}: a file, not a checkpoint folder")
+    if not (folder / MANIFEST).exists() and (folder / FOLDER).is_dir():
+        raise ValueError(f"--resume-from {path}: a run folder, not one of its checkpoints; give "
+                         f"{folder / FOLDER}/{PREFIX}N, or use --resume for its newest")  # fmt: skip
+    return verify(folder)
 
 
 def checkpoints(root: Path) -> list[Path]:
@@ -161,6 +218,8 @@ def checkpoints(root: Path) -> list[Path]:
 def newest(root: Path, acting: set[str] | None = None) -> Found:
     """The newest checkpoint of run folder ``root`` that verifies (and, given ``acting``, is clean: none
     of those flags raised before it); logs the newer ones it skipped. ValueError when there is none."""
+    if (Path(root) / FOLDER).is_dir():
+        _finish_interrupted(Path(root) / FOLDER)
     skipped = []
     for folder in checkpoints(root):
         try:
@@ -224,14 +283,19 @@ def prune(root: Path, keep: int, acting: set[str] | frozenset[str] = frozenset()
     return removed
 
 
-def load_state(folder: Path) -> dict[str, Any]:
-    """``trainer_state.pt`` of a checkpoint, loaded with ``weights_only=True``."""
-    path = Path(folder) / STATE_FILE
-    try:
-        return torch.load(path, weights_only=True)
-    except pickle.UnpicklingError as err:
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise ValueError(f"{path}: refusing to load objects other than tensors and plain data ({first})") from None
+def load_state(folder: Path, schema: dict[str, type]) -> dict[str, Any]:
+    """``trainer_state.pt`` of a verified checkpoint (:func:`verify`), loaded with ``weights_only=True``
+    and checked (:mod:`purerl.training.integrity`): its records' CRC-32, the keys and types of ``schema``,
+    finite tensors, its step, and the hashes it recorded of the other files against the manifest's."""
+    folder = Path(folder)
+    path = folder / STATE_FILE
+    integrity.check_records(path)
+    state = integrity.read_state(path)
+    integrity.check_schema(path, state, schema)
+    integrity.check_finite(path, state)
+    integrity.check_step(path, state, folder, PREFIX)
+    integrity.check_recorded(folder, state, MANIFEST)
+    return state
 
 
 def save_final(folder: Path, model, tokenizer) -> Path:
@@ -243,9 +307,7 @@ def save_final(folder: Path, model, tokenizer) -> Path:
             shutil.rmtree(stale)
     model.save_pretrained(tmp)
     tokenizer.save_pretrained(tmp)
-    for path in tmp.rglob("*"):
-        if path.is_file():
-            fsync(path)
+    _sync_tree(tmp)
     if folder.exists():
         folder.rename(old)
     tmp.rename(folder)
@@ -256,12 +318,47 @@ def save_final(folder: Path, model, tokenizer) -> Path:
 
 def load_weights(model, folder: Path, adapter: bool) -> None:
     """Load a checkpoint's ``policy/`` weights into the live ``model``: its LoRA adapter (and the modules
-    peft saves with it) when ``adapter``, else every weight."""
+    peft saves with it) when ``adapter``, else every weight. The weights are checked before the live
+    model is touched: each file's header, the tensor names, finite values (one ``ValueError`` naming the
+    file)."""
     folder = Path(folder) / "policy"
+    owner = {}
+    for path in sorted(folder.glob("*.safetensors")):
+        owner.update(dict.fromkeys(integrity.safetensors_keys(path), path))
+    if not owner:
+        raise ValueError(f"{folder}: no .safetensors weights")
+    tensors = _adapter_tensors(folder) if adapter else _full_tensors(model, folder)
+    bad = next((name for name, t in tensors.items() if t.is_floating_point() and not torch.isfinite(t).all()), None)
+    if bad is not None:
+        integrity.check_finite(owner.get(bad, folder), tensors[bad], bad)
     if adapter:
         from peft import set_peft_model_state_dict
-        from safetensors.torch import load_file
 
-        set_peft_model_state_dict(model, load_file(folder / "adapter_model.safetensors"))
+        result = set_peft_model_state_dict(model, tensors)
+        unexpected = list(getattr(result, "unexpected_keys", []) or [])
+        if unexpected:
+            raise ValueError(f"{folder}/adapter_model.safetensors: weights the model does not have ({unexpected[0]})")
     else:
-        model.load_state_dict(type(model).from_pretrained(folder).state_dict())
+        model.load_state_dict(tensors)
+
+
+def _adapter_tensors(folder: Path) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
+    path = folder / "adapter_model.safetensors"
+    try:
+        return load_file(path)
+    except Exception as err:
+        raise ValueError(f"{path}: cannot be loaded ({integrity.first_line(err)})") from None
+
+
+def _full_tensors(model, folder: Path) -> dict[str, torch.Tensor]:
+    """Every weight of the model class saved in ``folder``, loaded apart from the live model."""
+    try:
+        loaded, info = type(model).from_pretrained(folder, output_loading_info=True)
+    except Exception as err:  # a damaged config.json, a size that does not fit, ...
+        raise ValueError(f"{folder}: the weights cannot be loaded ({integrity.first_line(err)})") from None
+    wrong = [*info.get("missing_keys", []), *info.get("unexpected_keys", []), *info.get("mismatched_keys", [])]
+    if wrong:
+        raise ValueError(f"{folder}: its weights do not fit the model ({len(wrong)} names differ, e.g. {wrong[0]})")
+    return loaded.state_dict()

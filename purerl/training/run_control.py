@@ -67,9 +67,16 @@ class RunStopped(Exception):
         self.code = code
 
 
-def claim_run_folder(out: Path, resume: bool, overwrite: bool) -> None:
+def claim_run_folder(out: Path, resume: bool, overwrite: bool, key: str = "run.out_dir",
+                     resume_flag: str = "--resume") -> None:  # fmt: skip
     """Refuse to train into a folder holding another run unless ``resume`` or ``overwrite`` (which
-    removes the previous run's files, nothing else)."""
+    removes the previous run's files, nothing else); refuse both at once, and an ``out`` (the setting
+    ``key``) that is a file or lies under one."""
+    out = Path(out)
+    if resume and overwrite:
+        raise ValueError(f"{resume_flag} and --overwrite contradict each other ({resume_flag} continues the run in "
+                         f"{out}, --overwrite deletes it first); give one of them")  # fmt: skip
+    check_out_dir(out, key)
     present = [name for name in RUN_FILES if (out / name).exists()]
     if resume or not present:
         return
@@ -82,6 +89,17 @@ def claim_run_folder(out: Path, resume: bool, overwrite: bool) -> None:
         path = out / name
         shutil.rmtree(path) if path.is_dir() else path.unlink()
     log.info("--overwrite: removed the previous run in %s", out)
+
+
+def check_out_dir(out: Path, key: str) -> None:
+    """Raise ``ValueError`` naming ``key`` when the run folder ``out`` is a file, or a file stands where
+    one of the folders above it should be."""
+    for folder in [out, *out.parents]:
+        if folder.exists():
+            if not folder.is_dir():
+                what = "a file" if folder == out else f"{folder} is a file"
+                raise ValueError(f"{key}={str(out)!r}: {what}, not a folder")
+            return
 
 
 def _flatten(tree: dict, prefix: str = "") -> dict[str, Any]:

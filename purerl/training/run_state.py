@@ -11,14 +11,18 @@ import logging
 from contextlib import nullcontext
 from pathlib import Path
 
-import yaml
-
 from purerl.config import to_dict
+from purerl.io.logger import read_rows
 from purerl.pipeline.monitor import FLAGS
 from purerl.training import checkpoint as ckpt
+from purerl.training.integrity import RESTORE_ERRORS, first_line, read_saved_config
 from purerl.training.run_control import RunStopped, guard_action, resume_changes
 
 log = logging.getLogger(__name__)
+
+STATE_SCHEMA = {"step": int, "optimizer": dict, "scheduler": dict, "data_rng": tuple, "monitor": dict,
+                "history": list, "rollbacks": int, "rng": dict}  # fmt: skip
+"""The keys of ``purerl train``'s ``trainer_state.pt`` and their types (:meth:`RunState._state`)."""
 
 
 class RunState:
@@ -94,27 +98,36 @@ class RunState:
 
     def _find_resume(self, resume_from: str | None, allow: list[str]) -> ckpt.Found:
         """The checkpoint to resume and the config changes it accepts, checked before any model loads."""
-        found = ckpt.verify(Path(resume_from)) if resume_from else ckpt.newest(self.out)
-        saved = yaml.safe_load((found.folder / "config.yaml").read_text(encoding="utf-8"))
+        found = ckpt.resume_point(resume_from) if resume_from else ckpt.newest(self.out)
+        self.resume_state = ckpt.load_state(found.folder, STATE_SCHEMA)  # checks config.yaml's hash too
+        saved = read_saved_config(found.folder)
         self.resume_changes = resume_changes(saved, to_dict(self.cfg), allow)
+        for log_file in ("metrics.jsonl", "samples.jsonl"):  # a bad line is named before any model loads
+            if (self.out / log_file).exists():
+                read_rows(self.out / log_file)
         return found
 
-    def _restore(self, folder: Path, lr: float | None = None) -> None:
-        """Load a checkpoint folder into the live trainer (weights, optimizer, RNGs, data position, logs)."""
-        state = ckpt.load_state(folder)
-        ckpt.set_aside_newer(self.out, state["step"])  # a trajectory continued from here must not mix with them
+    def _restore(self, folder: Path, lr: float | None = None, state: dict | None = None) -> None:
+        """Load a checkpoint folder (and its ``state``, when loaded already) into the live trainer (weights,
+        optimizer, RNGs, data position, logs); what it holds is checked first (one ``ValueError`` naming
+        the file)."""
+        state = state if state is not None else ckpt.load_state(folder, STATE_SCHEMA)
         ckpt.load_weights(self.policy, folder, adapter=self.lora)
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.scheduler.load_state_dict(state["scheduler"])
+        try:
+            self.optimizer.load_state_dict(state["optimizer"])
+            self.scheduler.load_state_dict(state["scheduler"])
+            self.data_rng.setstate(state["data_rng"])
+            ckpt.set_rng_states(state["rng"])
+        except RESTORE_ERRORS as err:
+            raise ValueError(f"{folder / ckpt.STATE_FILE}: does not fit this run ({first_line(err)})") from None
+        ckpt.set_aside_newer(self.out, state["step"])  # a trajectory continued from here must not mix with them
         if lr is not None or "algo.lr" in getattr(self, "resume_changes", {}):
             self._set_base_lr(lr if lr is not None else self.cfg.algo.lr)
-        self.data_rng.setstate(state["data_rng"])
         vars(self.monitor).update(state["monitor"])
         self.history = state["history"]
         self.step = self.saved_step = state["step"]
         self.saved, self.flags_since_save = folder, set()
         self.rollbacks = max(self.rollbacks, state.get("rollbacks", 0))
-        ckpt.set_rng_states(state["rng"])
 
     def _set_base_lr(self, lr: float) -> None:
         self.scheduler.base_lrs = [lr for _ in self.optimizer.param_groups]

@@ -58,8 +58,13 @@ class Trainer(RunState):
         validate(cfg)  # every config error before any model is built
         check_machine(cfg)  # devices and model paths, before the run folder is touched
         self.cfg = cfg
+        if cfg.trl:
+            log.warning(
+                "trl: %d key(s) for python -m purerl.integrations.trl; purerl train leaves them alone", len(cfg.trl)
+            )
         self.out = Path(cfg.run.out_dir)
-        claim_run_folder(self.out, resume or resume_from is not None, overwrite)
+        claim_run_folder(self.out, resume or resume_from is not None, overwrite,
+                         resume_flag="--resume-from" if resume_from else "--resume")  # fmt: skip
         found = self._find_resume(resume_from, list(allow_change)) if resume or resume_from else None
         self.out.mkdir(parents=True, exist_ok=True)
         if cfg.run.threads:
@@ -94,7 +99,7 @@ class Trainer(RunState):
         self.boundary: dict | None = None  # the state at the start of the current step, for a crash save
         self.phase = "idle"
         if found is not None:
-            self._restore(found.folder)
+            self._restore(found.folder, state=self.__dict__.pop("resume_state"))
         save_config(cfg, self.out / "config.yaml")
         self.logger = RunLogger(self.out, cfg, start_step=self.step)
         if found is not None:
