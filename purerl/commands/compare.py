@@ -101,8 +101,18 @@ def run_arms(config, overrides, arms: dict[str, list[str]], seeds, out: Path, jo
             running.append((folder, _launch(config, args, folder)))
         folder, proc = running.pop(0)
         if proc.wait() != 0:
-            raise RuntimeError(f"{folder.name} failed; see {folder / 'train.log'}")
+            raise ValueError(f"arm {folder.name} stopped (exit code {proc.returncode}): {_last_line(folder)}; its "
+                             f"log: {folder / 'train.log'}")  # fmt: skip
     return folders
+
+
+def _last_line(folder: Path) -> str:
+    """The last line an arm's ``purerl train`` wrote (its one-line error)."""
+    try:
+        lines = (folder / "train.log").read_text(encoding="utf-8", errors="replace").strip().splitlines()
+    except OSError:
+        lines = []
+    return lines[-1].strip() if lines else "no output"
 
 
 def mean_curve(rows: list[list[dict]], key: str) -> dict[int, float]:

@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING
 from purerl.config.validation import check_device, check_model_path
 from purerl.grading import EVAL_EXTRACTORS, EXTRACTORS, GradingConfig, extract_answer, grade, start_worker
 from purerl.io.data import BENCHMARKS, DataConfig, MathExample, benchmark_path, load_examples
+from purerl.io.files import read_jsonl
 from purerl.tasks.prompts import TEMPLATES, format_prompt
 
 if TYPE_CHECKING:
@@ -116,16 +117,27 @@ def pass_at_k(n: int, c: int, k: int) -> float:
     return 1.0 - math.comb(n - c, k) / math.comb(n, k)
 
 
+RECORD_FIELDS = {"benchmark": str, "row": int, "mode": str, "sample": int, "correct": bool}
+"""Fields of a ``responses.jsonl`` record that a resumed evaluation reads."""
+
+
+def _bad_record(rec: object) -> str | None:
+    """What is wrong with a line of ``responses.jsonl`` (None: a record this command wrote)."""
+    if not isinstance(rec, dict):
+        return "not a response record (a JSON object)"
+    for name, kind in RECORD_FIELDS.items():
+        value = rec.get(name)
+        if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+            return f"not a response record ({name!r} should be {kind.__name__}, got {value!r})"
+    if rec["mode"] not in ("greedy", "sample"):
+        return f"not a response record (mode {rec['mode']!r})"
+    return None
+
+
 def _read_done(path: Path) -> list[dict]:
-    if not path.exists():
-        return []
-    rows = []
-    for line in path.read_text().splitlines():
-        try:
-            rows.append(json.loads(line))
-        except json.JSONDecodeError:  # a line cut by a crash mid-write: dropped, redone
-            break
-    return rows
+    """The records of an earlier run; a cut last line is dropped (and cut off the file), any other bad
+    line is an error naming it (:func:`purerl.io.files.read_jsonl`)."""
+    return read_jsonl(path, _bad_record, repair=True)
 
 
 def check_eval(cfg: EvalConfig) -> None:
@@ -196,6 +208,8 @@ def run_eval(cfg: EvalConfig) -> str:
     if cfg.overwrite:
         _clear(out)
     check_resume(cfg)
+    records_path = out / "responses.jsonl"
+    done = _read_done(records_path)  # before anything is written or loaded: a bad line is named, none lost
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     out.mkdir(parents=True, exist_ok=True)
@@ -204,10 +218,6 @@ def run_eval(cfg: EvalConfig) -> str:
     for name in cfg.benchmarks:
         path = benchmark_path(name, cfg.data_dir)
         benches[Path(name).stem] = load_examples(DataConfig(path=str(path), limit=cfg.limit), require_answer=True)
-    records_path = out / "responses.jsonl"
-    done = _read_done(records_path)
-    with records_path.open("w") as f:  # rewrite without a cut last line
-        f.writelines(json.dumps(r) + "\n" for r in done)
     todo = _todo(cfg, benches, done)
     if todo:
         start_worker()  # the grading helper starts while the model loads

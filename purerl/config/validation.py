@@ -216,14 +216,33 @@ def is_local_path(value: str) -> bool:
     return "/" in value and Path(value.split("/")[0]).is_dir()
 
 
-def check_model_path(key: str, value: str | None) -> None:
-    """Raise ``ValueError`` naming ``key`` when model reference ``value`` cannot be found, before any hub
-    lookup: a local path (:func:`is_local_path`) that does not exist, or a hub id that is neither a
-    folder here nor in the Hugging Face cache while ``HF_HUB_OFFLINE=1`` forbids downloading it.
-    Known short names (``purerl.models.names.KNOWN_MODELS``) and None (a built-in model) pass."""
+HUB_SECONDS = 2.0
+"""How long the Hugging Face hub may take to say whether a model id exists (one request, no retries)."""
+FOLDER_FILES = {"model": ("config.json", "adapter_config.json"),
+                "tokenizer": ("tokenizer_config.json", "tokenizer.json", "config.json")}  # fmt: skip
+"""A folder holds a model (or a tokenizer) if it holds one of these (what ``save_pretrained`` writes)."""
+
+
+def check_model_path(key: str, value: str | None, what: str = "model") -> None:
+    """Raise ``ValueError`` naming ``key`` when model reference ``value`` cannot be found, before any
+    model loads: a local path (:func:`is_local_path`) that does not exist, a folder without a saved
+    model (``what``: ``model`` or ``tokenizer``, :data:`FOLDER_FILES`), or a hub id that is neither a
+    folder here nor in the Hugging Face cache while the hub cannot be reached, has no such model, or
+    ``HF_HUB_OFFLINE=1`` forbids downloading it. The hub is asked once, for at most
+    :data:`HUB_SECONDS`. Known short names (``purerl.models.names.KNOWN_MODELS``) and None (a
+    built-in model) pass."""
     from purerl.models.names import KNOWN_MODELS, resolve_model
 
-    if not value or Path(value).expanduser().exists():
+    if not value:
+        return
+    path = Path(value).expanduser()
+    if path.is_dir():
+        if not any((path / name).is_file() for name in FOLDER_FILES[what]):
+            empty = "an empty folder" if not any(path.iterdir()) else f"a folder without {FOLDER_FILES[what][0]}"
+            raise ValueError(f"{_setting(key, value)}: {empty}, not a saved {what} (a folder written by "
+                             "save_pretrained, or a hub id)")  # fmt: skip
+        return
+    if path.exists():
         return
     if value.lower() in KNOWN_MODELS:
         try:
@@ -233,9 +252,38 @@ def check_model_path(key: str, value: str | None) -> None:
         return
     if is_local_path(value):
         raise ValueError(f"{_setting(key, value)}: no such file or folder")
-    if _hub_offline() and not _in_hub_cache(value):
+    if _in_hub_cache(value):
+        return
+    if _hub_offline():
         raise ValueError(f"{_setting(key, value)}: not a local folder nor in the Hugging Face cache, and "
                          f"HF_HUB_OFFLINE=1 forbids downloading it")  # fmt: skip
+    _ask_hub(key, value)
+
+
+def _ask_hub(key: str, value: str) -> None:
+    """Raise ``ValueError`` naming ``key`` unless the Hugging Face hub knows model ``value`` (one request)."""
+    from huggingface_hub import HfApi, constants
+    from huggingface_hub.errors import GatedRepoError, HfHubHTTPError, RepositoryNotFoundError
+
+    local = "or point it at a local folder that holds the model (a path such as ./models/name)"
+    try:
+        HfApi(endpoint=constants.ENDPOINT).model_info(value, timeout=HUB_SECONDS)
+    except GatedRepoError:
+        raise ValueError(f"{_setting(key, value)}: a gated model on the Hugging Face hub: accept its terms on its "
+                         f"page and log in (hf auth login), {local}") from None  # fmt: skip
+    except RepositoryNotFoundError:
+        raise ValueError(f"{_setting(key, value)}: no such model on the Hugging Face hub (or a private one: log "
+                         f"in with hf auth login); check the id, {local}") from None  # fmt: skip
+    except HfHubHTTPError as err:
+        status = getattr(getattr(err, "response", None), "status_code", "an error")
+        raise ValueError(f"{_setting(key, value)}: the Hugging Face hub answered {status} for it; try again "
+                         f"later, {local}") from None  # fmt: skip
+    except Exception as err:  # no network, no DNS, a proxy or firewall, no answer in time
+        reason = f"no answer within {HUB_SECONDS:g} s" if "timeout" in type(err).__name__.lower() else (
+            str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__)  # fmt: skip
+        raise ValueError(f"{_setting(key, value)}: not a local folder nor in the Hugging Face cache, and the "
+                         f"Hugging Face hub ({constants.ENDPOINT}) cannot be reached ({reason}); connect to "
+                         f"the network, {local}") from None  # fmt: skip
 
 
 def _hub_offline() -> bool:

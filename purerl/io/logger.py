@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import math
@@ -9,7 +10,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from purerl.io.files import write_atomic
+from purerl.io.files import read_jsonl, write_atomic
 
 log = logging.getLogger(__name__)
 
@@ -18,21 +19,17 @@ BAR_KEYS = {"reward/accuracy": "acc", "eval/sampled_accuracy": "eval", "response
 
 
 def read_rows(path: str | Path) -> list[dict]:
-    """Rows of a JSONL log. A cut last line (a crash while writing it) is dropped with a warning; a bad
-    line elsewhere is an error naming the file and line."""
-    lines = Path(path).read_text(encoding="utf-8").splitlines()
-    rows = []
-    for number, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        try:
-            rows.append(json.loads(line))
-        except json.JSONDecodeError:
-            if number == len(lines):
-                log.warning("%s: dropped its cut last line %d (a crash while it was written)", path, number)
-                continue
-            raise ValueError(f"{path}, line {number}: not JSON") from None
-    return rows
+    """Rows of a JSONL log, each an object with an integer ``step`` (:func:`purerl.io.files.read_jsonl`: a
+    cut last line is dropped with a warning; a bad line elsewhere is an error naming the file and line)."""
+    if not Path(path).is_file():
+        raise FileNotFoundError(errno.ENOENT, "No such file or directory", str(path))
+    return read_jsonl(path, _step_row)
+
+
+def _step_row(row: object) -> str | None:
+    if isinstance(row, dict) and isinstance(row.get("step"), int) and not isinstance(row["step"], bool):
+        return None
+    return 'not a log row (an object with an integer "step")'
 
 
 def truncate_rows(path: Path, step: int) -> tuple[list[dict], list[dict]]:

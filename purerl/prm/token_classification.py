@@ -7,6 +7,7 @@ separately and concatenated, so a step never merges with its separator into one 
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Sequence
 
@@ -77,8 +78,7 @@ class TokenClassificationPRM(ModelPRM):
     @classmethod
     def check_config(cls, spec, task) -> None:
         if not spec.path and getattr(task, "rule_checker", None) is None:  # a path, or the built-in PRM
-            log.warning("prm.path is empty: the built-in PRM, trained on the arithmetic task, scores this task's "
-                        "steps; set prm.path to a PRM for it")  # fmt: skip
+            _warn_builtin_prm()
 
     def score(self, prompts: Sequence[str], steps: Sequence[Sequence[str]]) -> list[list[float]]:
         inputs = batch_prm_inputs(self.tokenizer, prompts, steps, self.separator)
@@ -89,3 +89,12 @@ class TokenClassificationPRM(ModelPRM):
 def _p1_minus_p0(logits):
     probs = logits.softmax(-1)
     return probs[..., 1] - probs[..., 0]
+
+
+@functools.cache
+def _warn_builtin_prm() -> None:
+    """Once a process: every route checks the PRM spec more than once (the config, then the loader)."""
+    log.warning(
+        "prm.path is empty: the built-in PRM, trained on the arithmetic task, scores this task's steps; "
+        "set prm.path to a PRM for it"
+    )

@@ -40,6 +40,7 @@ from pathlib import Path
 
 from purerl.grading import grade
 from purerl.io.data import DataConfig, examples_from_rows, kind, read_rows
+from purerl.io.files import read_jsonl
 from purerl.pipeline.steps import split_steps
 from purerl.rollout.seeded import SeededGenerate, stream_seed
 from purerl.tasks.prompts import TEMPLATES, format_prompt
@@ -139,27 +140,16 @@ def check_resume(args, settings: dict) -> None:
 
 
 def read_records(path: Path, keys: tuple[str, ...] = ("row", "solution")) -> list[dict]:
-    """The JSON objects of a JSONL file this module appends to (none if missing), each with int ``keys``.
-    A cut last line (no newline: a crash mid-write) is dropped with a warning and cut off the file, so
-    that appends stay whole."""
-    if not path.is_file():
-        return []
-    data = path.read_bytes()
-    end = data.rfind(b"\n") + 1
-    if end < len(data):
-        log.warning("%s: dropped its cut last line (a crash mid-write); it will be redone", path)
-        with path.open("r+b") as f:
-            f.truncate(end)
-    rows = []
-    for n, line in enumerate(data[:end].decode("utf-8", errors="replace").split("\n")[:-1], 1):
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError:
-            row = None
-        if not isinstance(row, dict) or not all(isinstance(row.get(key), int) for key in keys):
-            raise ValueError(f"{path} line {n}: not a label-steps record (an object with int {', '.join(keys)})")
-        rows.append(row)
-    return rows
+    """The JSON objects of a JSONL file this module appends to (none if missing), each with int ``keys``
+    (:func:`purerl.io.files.read_jsonl`): a cut last line (a crash mid-write) is dropped with a warning
+    and cut off the file, so that appends stay whole; any other bad line is an error naming it."""
+
+    def bad(row: object) -> str | None:
+        if isinstance(row, dict) and all(isinstance(row.get(key), int) for key in keys):
+            return None
+        return f"not a label-steps record (an object with int {', '.join(keys)})"
+
+    return read_jsonl(path, bad, repair=True)
 
 
 @dataclass(eq=False)
