@@ -260,14 +260,22 @@ def check_model_path(key: str, value: str | None, what: str = "model") -> None:
     _ask_hub(key, value)
 
 
+_ON_THE_HUB: set[tuple[str, str]] = set()
+"""``(endpoint, model id)`` pairs the hub confirmed in this process (a run checks its paths more than once)."""
+
+
 def _ask_hub(key: str, value: str) -> None:
     """Raise ``ValueError`` naming ``key`` unless the Hugging Face hub knows model ``value`` (one request)."""
     from huggingface_hub import HfApi, constants
+
+    if (constants.ENDPOINT, value) in _ON_THE_HUB:
+        return
     from huggingface_hub.errors import GatedRepoError, HfHubHTTPError, RepositoryNotFoundError
 
     local = "or point it at a local folder that holds the model (a path such as ./models/name)"
     try:
         HfApi(endpoint=constants.ENDPOINT).model_info(value, timeout=HUB_SECONDS)
+        _ON_THE_HUB.add((constants.ENDPOINT, value))
     except GatedRepoError:
         raise ValueError(f"{_setting(key, value)}: a gated model on the Hugging Face hub: accept its terms on its "
                          f"page and log in (hf auth login), {local}") from None  # fmt: skip

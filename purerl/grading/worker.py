@@ -1,6 +1,7 @@
 """A helper process for calls that may have to be killed (math-verify comparisons, :mod:`purerl.grading`).
 
-The helper is a fresh interpreter (``python -m purerl.grading.worker``), not a fork of the caller: a fork made
+The helper is a fresh interpreter (``python -c "from purerl.grading.worker import serve; serve()"``; ``-m``
+would warn on stderr that the package imported this module first), not a fork of the caller: a fork made
 after the models are loaded shares the trainer's memory copy-on-write, and every page the trainer
 writes afterwards (weights, optimizer state, activations) is copied, which made a training step about
 twice as long (docs/benchmarks.md). A fresh interpreter shares nothing, starts in the background
@@ -55,7 +56,7 @@ class Worker:
         if self.proc is not None and self.proc.poll() is None:
             return
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "purerl.grading.worker"],
+            [sys.executable, "-c", "from purerl.grading.worker import serve; serve()"],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             close_fds=True,
@@ -165,7 +166,8 @@ def _raise(error: Exception):
     raise error
 
 
-def _serve() -> None:
+def serve() -> None:
+    """The helper's loop: answer requests from stdin until it closes."""
     answers = os.fdopen(os.dup(1), "wb")
     sys.stdout = sys.stderr  # prints of the called code go to stderr, never into the answers
     requests = sys.stdin.buffer
@@ -192,4 +194,4 @@ def _serve() -> None:
 
 
 if __name__ == "__main__":
-    _serve()
+    serve()
