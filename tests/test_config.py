@@ -89,3 +89,21 @@ def test_the_paper_config_holds_the_paper_settings():
     assert (a.kl_coef, a.kl_estimator, a.kl_in_reward, a.whiten) == (0.001, "k3", True, True)
     assert (a.reward, a.vr_fraction) == ("prm+vr", 0.1) and cfg.prm.path == "jinachris/PURE-PRM-7B"
     assert cfg.policy.path == "Qwen/Qwen2.5-Math-7B" and cfg.data.separator == "\n\n"
+
+
+def test_every_key_fixed_on_resume_is_a_config_key():
+    """run_control.FIXED_ON_RESUME names real keys (it once named policy.lora_dropout, which no config has),
+    and a changed LoRA target list is refused on resume, allowed or not."""
+    import dataclasses
+
+    from purerl.training.run_control import FIXED_ON_RESUME, resume_changes
+
+    cfg = dataclasses.asdict(TrainConfig())
+    for key in FIXED_ON_RESUME:
+        node = cfg
+        for part in key.split("."):
+            assert part in node, key
+            node = node[part]
+    changed = {**cfg, "policy": {**cfg["policy"], "lora_targets": ["q_proj"]}}
+    with pytest.raises(ValueError, match="policy.lora_targets cannot change on resume"):
+        resume_changes(cfg, changed, ["policy"])

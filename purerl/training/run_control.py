@@ -55,7 +55,7 @@ FREE_ON_RESUME = ("run.steps", "run.eval_every", "run.checkpoint_every", "run.sa
                   "run.threads", "run.tensorboard", "run.wandb", "run.out_dir", "run.guards")  # fmt: skip
 """Keys a resumed run may change without ``--allow-change``: length, logging, where the folder is."""
 
-FIXED_ON_RESUME = ("policy.path", "policy.lora_rank", "policy.lora_alpha", "policy.lora_dropout", "run.seed")
+FIXED_ON_RESUME = ("policy.path", "policy.lora_rank", "policy.lora_alpha", "policy.lora_targets", "run.seed")
 """Keys whose value the checkpoint fixes: changing them on resume would have no effect or break loading."""
 
 
