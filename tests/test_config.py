@@ -105,5 +105,5 @@ def test_every_key_fixed_on_resume_is_a_config_key():
             assert part in node, key
             node = node[part]
     changed = {**cfg, "policy": {**cfg["policy"], "lora_targets": ["q_proj"]}}
-    with pytest.raises(ValueError, match="policy.lora_targets cannot change on resume"):
+    with pytest.raises(ValueError, match=r"policy\.lora_targets cannot change on resume"):
         resume_changes(cfg, changed, ["policy"])
