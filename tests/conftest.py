@@ -75,6 +75,18 @@ def load_script():
 
 
 @pytest.fixture
+def nothing_loads(monkeypatch):
+    """Fail (as an internal error, exit 1) if a command loads a model or tokenizer before rejecting its input."""
+    import transformers
+
+    def boom(*args, **kwargs):
+        raise AssertionError("a model or tokenizer was loaded before the input was rejected")
+
+    for name in ("AutoTokenizer", "AutoModelForCausalLM", "AutoModelForTokenClassification"):
+        monkeypatch.setattr(getattr(transformers, name), "from_pretrained", boom)
+
+
+@pytest.fixture
 def free_port() -> int:
     """A TCP port on the loopback that nothing listens on (a process group's rendezvous)."""
     with socket.socket() as s:
