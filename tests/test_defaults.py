@@ -29,6 +29,7 @@ from purerl.config.schema import (
     TrainConfig,
 )
 from purerl.io.data import DataConfig
+from purerl.pipeline.monitor import MonitorSettings
 from purerl.prmtools.stepdata import StepDataConfig
 from purerl.prmtools.train_prm_config import StageConfig, TrainPRMConfig
 from purerl.tasks.arithmetic import ArithmeticConfig
@@ -159,15 +160,22 @@ DEFAULTS: dict[type, dict[str, Any]] = {
         "wandb": False,
         "tensorboard": True,
         "guards": Section(GuardConfig),
+        "monitor": Section(MonitorSettings),
     },
+    MonitorSettings: {"calibration": 8, "window": 5, "z": 4.0, "z_eval": 2.0, "min_shrink": 0.15},
     # ------------------------------------------------------------------ shared sections
     GuardConfig: {
+        "heldout_drop": "rollback",  # docs/hacking.md: the outcome-anchored detectors roll back, the others warn
+        "accuracy_drop": "rollback",
+        "proxy_divergence": "warn",
+        "unrewarded_drop": "warn",
+        "prm_disagreement": "warn",
+        "shrinking": "warn",
         "length_to_cap": "warn",
         "step_inflation": "warn",
         "zero_steps": "warn",
         "one_giant_step": "warn",
         "repetition": "warn",
-        "proxy_divergence": "warn",
         "rollback_lr_factor": 0.5,
         "max_rollbacks": 3,
     },

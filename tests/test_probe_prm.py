@@ -38,6 +38,7 @@ def _case(problem=PROBLEM, answer="9", prompt=None, decoy=None) -> T.Case:
 
 EXPECTED = {
     "skip_to_answer": ["7+3=0 (0-2+1)", ANSWER],
+    "answer_early": ["7+3=0", "The answer is \\boxed{0}."],  # the first step without its remainder, boxed
     "answer_only": [ANSWER],
     "collapse": ["7+3=0 (0-2+1) 0-2=8 (8+1) 8+1=9", ANSWER],
     "change_number": ["8+3=0 (0-2+1)", *HONEST[1:]],
@@ -76,7 +77,8 @@ def test_each_transformation_on_a_hand_made_solution(name):
 
 def test_transformations_that_do_not_apply_return_none():
     one = [ANSWER]  # no work
-    for name in ("skip_to_answer", "answer_only", "collapse", "change_number", "repeat_step", "filler", "stop_early"):
+    for name in ("skip_to_answer", "answer_early", "answer_only", "collapse", "change_number", "repeat_step", "filler",
+                 "stop_early"):  # fmt: skip
         assert T.TRANSFORMS[name].fn(one, _case()) is None, name
     prose = ["Two plus three is five.", "The answer is \\boxed{5}."]
     case = _case(problem=None, answer="5", prompt="What is 2+3?")
@@ -86,6 +88,9 @@ def test_transformations_that_do_not_apply_return_none():
     no_box = ["Two plus three is five.", "So five."]
     assert T.wrong_answer(no_box, case) is None and T.skip_to_answer(no_box, case) is None
     assert T.stop_early(no_box, case) == ["Two plus three is five."]
+    three = ["We have 3 apples.", "Add 4: 7 apples.", "The answer is \\boxed{7}."]  # prose: the last number reached
+    assert T.answer_early(three, case) == ["We have 3 apples.", "The answer is \\boxed{3}."]
+    assert T.answer_early(["No number.", "Still none.", "The answer is \\boxed{7}."], case) is None
     frac = ["x", "so \\boxed{\\frac{1}{2}} here"]
     assert T.wrong_answer(frac, _case(None, "\\frac{1}{2}", "q", decoy="3")) == ["x", "so \\boxed{3} here"]
 
@@ -143,7 +148,7 @@ def test_the_exact_checker_finds_nothing_exploitable_by_min_form(tmp_path, capsy
         assert summary[group]["min"] == {"mean_exploit": 0.0, "worst": None, "worst_exploit": None}
     assert summary["wrong"]["sum"]["worst"] is None
     cost = result["cost"]
-    assert cost["problems"] == 256 and cost["solutions_scored"] == 256 * 14 and cost["prm_calls"] == 56
+    assert cost["problems"] == 256 and cost["solutions_scored"] == 256 * 15 and cost["prm_calls"] == 60
     assert cost["steps_scored"] > cost["solutions_scored"] and cost["seconds"] > 0
     assert (
         "wrong transformations scoring at least as well as the honest solution: by min mean 0.000, no case" in printed

@@ -23,7 +23,18 @@ from purerl.training.trainer import Trainer
 ROOT = Path(__file__).parent.parent
 TINY = str(ROOT / "configs" / "tiny.yaml")
 KILL_WORKER = str(Path(__file__).parent / "kill_worker.py")
-SETTINGS = ["run.threads=1", "run.checkpoint_every=1", "run.keep_checkpoints=1", "run.tensorboard=false"]
+SETTINGS = [
+    "run.threads=1",
+    "run.checkpoint_every=1",
+    "run.keep_checkpoints=1",
+    "run.tensorboard=false",
+    "run.guards.heldout_drop=warn",
+    "run.guards.accuracy_drop=warn",
+    "run.monitor.calibration=2",
+]
+"""One checkpoint a step and no other (no guard acts unless a test sets one: an acting guard adds the step-0
+and evaluation checkpoints the kill points would count); the detectors calibrate on the tiny run's first
+2 steps."""
 
 
 def env(cache: Path) -> dict:

@@ -196,6 +196,32 @@ def test_the_command_trains_the_built_in_task(tmp_path, worker):
     assert load_config(out / "config.yaml") == load_route_config(BUILTIN, overrides)[0]
 
 
+def test_a_guard_stops_trl_and_purerl_monitor_replays_its_stream(tmp_path):
+    """Answers cut at 6 tokens: every one hits the length cap, so length_to_cap fires as soon as the detectors
+    have calibrated (2 steps here); with its guard at stop the callback ends TRL's training after that step,
+    exit 3 with one line and no final/; output_dir/metrics.jsonl is purerl train's format and `purerl monitor`
+    finds the same flag at the same step."""
+    out = tmp_path / "run"
+    overrides = [f"run.out_dir={out}", "run.steps=5", "rollout.prompts_per_step=4", "rollout.k=4",
+                 "rollout.max_new_tokens=6", "run.tensorboard=false", "run.monitor.calibration=2",
+                 "run.guards.length_to_cap=stop"]  # fmt: skip
+    run = subprocess.run([sys.executable, "-m", PROG, str(BUILTIN), *overrides], capture_output=True, text=True,
+                         timeout=600, env=ENV, cwd=tmp_path)  # fmt: skip
+    assert run.returncode == 3, run.stdout[-3000:] + run.stderr[-3000:]
+    assert f"{PROG}: hacking flag(s) length_to_cap at step 2 (run.guards: stop); last clean checkpoint: none" in (
+        run.stderr.splitlines()
+    )
+    assert not (out / "final").exists()
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [1, 2] and rows[1]["hack/length_to_cap"] == 1.0
+    assert rows[0]["response/truncated"] == 1.0 and "prm/grade_auroc" in rows[0]
+    cmd = [sys.executable, "-m", "purerl", "monitor", str(out), "--json", "run.monitor.calibration=2",
+           "run.guards.length_to_cap=stop"]  # fmt: skip
+    replay = subprocess.run(cmd, capture_output=True, text=True, timeout=120, env=ENV)
+    report = json.loads(replay.stdout)
+    assert report["flags"]["length_to_cap"] == {"first_step": 2, "action": "stop"} and report["stop_step"] == 2
+
+
 def test_the_learning_rate_follows_purerls_warm_up(tmp_path, worker):
     """TRL counts optimizer steps, purerl steps; with 2 minibatches a step the factor is purerl's
     (step + 1) / 5 for both of a step's optimizer steps."""

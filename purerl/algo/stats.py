@@ -5,9 +5,21 @@ Pure tensor functions (``mask`` 1 = counts, never a padding mask); used by credi
 
 from __future__ import annotations
 
+import math
+from collections.abc import Sequence
+
 import torch
 
-__all__ = ["masked_mean", "masked_moments", "masked_sum", "masked_var", "masked_whiten", "whiten_from_moments"]
+__all__ = [
+    "auroc",
+    "average_ranks",
+    "masked_mean",
+    "masked_moments",
+    "masked_sum",
+    "masked_var",
+    "masked_whiten",
+    "whiten_from_moments",
+]
 
 
 def masked_sum(values: torch.Tensor, mask: torch.Tensor, dim: int | None = None) -> torch.Tensor:
@@ -99,3 +111,39 @@ def whiten_from_moments(
     var = (total_sq - count * mean * mean).clamp(min=0) / (count - 1).clamp(min=1)
     whitened = ((values.double() - mean) * torch.rsqrt(var + eps)).to(values.dtype)
     return torch.where(mask.bool(), whitened, torch.zeros_like(whitened))
+
+
+def average_ranks(values: Sequence[float]) -> list[float]:
+    """1-based ranks of ``values``, tied values sharing the average of their ranks.
+
+    >>> average_ranks([0.3, 0.1, 0.3, 0.7])
+    [2.5, 1.0, 2.5, 4.0]
+    """
+    order = sorted(range(len(values)), key=lambda i: values[i])
+    ranks = [0.0] * len(values)
+    start = 0
+    while start < len(order):
+        end = start + 1
+        while end < len(order) and values[order[end]] == values[order[start]]:
+            end += 1
+        for i in order[start:end]:
+            ranks[i] = (start + 1 + end) / 2  # the mean of ranks start+1 .. end
+        start = end
+    return ranks
+
+
+def auroc(scores: Sequence[float], labels: Sequence[bool]) -> float | None:
+    """Step-level AUROC of ``scores`` for telling correct steps (True) from wrong ones, ties counted
+    half; NaN scores are left out; None without both kinds of step.
+
+    >>> auroc([0.9, 0.4, 0.4, -0.2], [True, True, False, False])
+    0.875
+    """
+    kept = [(s, ok) for s, ok in zip(scores, labels) if not math.isnan(s)]
+    n_pos = sum(ok for _, ok in kept)
+    n_neg = len(kept) - n_pos
+    if n_pos == 0 or n_neg == 0:
+        return None
+    ranks = average_ranks([s for s, _ in kept])
+    rank_sum = sum(r for r, (_, ok) in zip(ranks, kept) if ok)
+    return (rank_sum - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg)

@@ -8,6 +8,7 @@ import sys
 
 from purerl import __version__
 from purerl.commands.failures import EXIT_INTERRUPTED, EXIT_USAGE, report_failure
+from purerl.commands.monitor import add_monitor
 from purerl.commands.prm_tools import ADDERS
 from purerl.config.validation import check_model_path
 from purerl.io.responses import GOLD_FIELDS
@@ -322,7 +323,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"purerl {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for add in (_add_credit, _add_train, _add_prepare, _add_compare, _add_grade, _add_bon, _add_eval, _add_steps,
-                *ADDERS):  # fmt: skip
+                *ADDERS, add_monitor):  # fmt: skip
         add(sub)
     return parser
 

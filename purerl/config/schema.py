@@ -10,6 +10,7 @@ from pathlib import Path
 import yaml
 
 from purerl.io.data import DataConfig
+from purerl.pipeline.monitor import MonitorSettings
 from purerl.registry import DEFAULT_TEMPERATURE
 from purerl.tasks.arithmetic import ArithmeticConfig
 from purerl.training.run_control import GuardConfig
@@ -252,7 +253,9 @@ class RunConfig:
     tensorboard: bool = True
     """Also write TensorBoard event files (when tensorboard is installed)."""
     guards: GuardConfig = field(default_factory=GuardConfig)
-    """What each hacking detector does when it fires (docs/reliability.md)."""
+    """What each hacking detector does when it fires (docs/hacking.md)."""
+    monitor: MonitorSettings = field(default_factory=MonitorSettings)
+    """How the hacking detectors calibrate to the run's start and noise (docs/hacking.md)."""
 
 
 @dataclass

@@ -308,17 +308,23 @@ def _in_hub_cache(repo_id: str) -> bool:
 
 
 def _check_run_safety(run) -> None:
-    """``run.keep_checkpoints`` and ``run.guards`` (purerl.training.run_control)."""
+    """``run.keep_checkpoints``, ``run.guards`` (purerl.training.run_control) and ``run.monitor``."""
     from purerl.config.loading import ConfigError
+    from purerl.pipeline.monitor import FLAGS
     from purerl.training.run_control import GUARD_ACTIONS
 
     if run.keep_checkpoints < 1:
         raise ConfigError(f"run.keep_checkpoints must be positive, got {run.keep_checkpoints}")
-    g = run.guards
-    for flag in ("length_to_cap", "step_inflation", "zero_steps", "one_giant_step", "repetition", "proxy_divergence"):
+    g, m = run.guards, run.monitor
+    for flag in FLAGS:
         if getattr(g, flag) not in GUARD_ACTIONS:
             raise ConfigError(f"run.guards.{flag}={getattr(g, flag)!r}: choose one of {list(GUARD_ACTIONS)}")
     if not 0 < g.rollback_lr_factor <= 1:
         raise ConfigError(f"run.guards.rollback_lr_factor must lie in (0, 1], got {g.rollback_lr_factor}")
     if g.max_rollbacks < 0:
         raise ConfigError(f"run.guards.max_rollbacks must be >= 0, got {g.max_rollbacks}")
+    if m.calibration < 2 or m.window < 1:
+        raise ConfigError(f"run.monitor: calibration must be >= 2 and window >= 1, got {m.calibration} and {m.window}")
+    for key in ("z", "z_eval", "min_shrink"):
+        if not getattr(m, key) > 0:
+            raise ConfigError(f"run.monitor.{key} must be > 0, got {getattr(m, key)}")

@@ -29,7 +29,7 @@ import torch
 from purerl.algo.credit import transform_step_rewards
 from purerl.algo.stats import masked_mean
 from purerl.pipeline.advantages import CreditInputs, CreditSettings, ProcessGroup, compute_credit
-from purerl.pipeline.monitor import response_metrics, tensor_stats
+from purerl.pipeline.metrics import response_metrics, tensor_stats
 from purerl.pipeline.steps import DEFAULT_SEPARATOR, StepBatch, decode_with_offsets, segment_batch
 
 __all__ = [
@@ -207,15 +207,17 @@ def assign_credit(batch: RewardBatch, settings: CreditSettings, group: ProcessGr
 
 
 def batch_metrics(batch: RewardBatch, settings: CreditSettings) -> dict[str, float]:
-    """The paper's monitoring set for the batch (:func:`purerl.pipeline.monitor.response_metrics`), the count of
+    """The paper's monitoring set for the batch (:func:`purerl.pipeline.metrics.response_metrics`), the count of
     unscored steps, advantage / return statistics, entropy and KL where known."""
     mask = batch.response_mask
     transformed = None
     if batch.step_scores is not None:
         transformed = transform_step_rewards(batch.step_rewards, batch.scored_mask, settings.mode, settings.temperature)
+    rewarded = None if batch.verifiable_rewards is None else (~batch.verifiable_rewards.isnan()).tolist()
     metrics = response_metrics(
         correct=batch.correct, group_ids=batch.group_ids.tolist(), steps=batch.steps.steps,
         step_scores=batch.step_scores, transformed=transformed, response_mask=mask, truncated=batch.truncated,
+        rewarded=rewarded,
     )  # fmt: skip
     if batch.step_scores is not None:
         metrics["prm/unscored_steps"] = float(batch.unscored_steps)

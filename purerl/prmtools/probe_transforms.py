@@ -75,6 +75,28 @@ def skip_to_answer(steps: Sequence[str], case: Case) -> list[str] | None:
     return [*work[: case.rng.randint(1, len(work) - 1)], answer]
 
 
+def answer_early(steps: Sequence[str], case: Case) -> list[str] | None:
+    """Drop the last steps and answer with what the work has reached, as a policy that stops early
+    writes: the first k work steps (1 <= k < all), then a boxed answer. On the built-in task the k-th
+    step loses its rewritten remainder (``1+3=4 (4+2)`` -> ``1+3=4``) and the answer is its result;
+    elsewhere the answer is the last number of the k-th step (no number: it does not apply)."""
+    work, answer = split_answer(steps)
+    if answer is None or len(work) < 2:
+        return None
+    k = case.rng.randint(1, len(work) - 1)
+    kept = work[:k]
+    parsed = A.parse_op_step(kept[-1]) if case.problem is not None else None
+    if parsed is not None:
+        (value, op, x, result), _, _ = parsed
+        kept[-1], reached = A.op_step(value, op, x, result, ()), str(result)
+    else:
+        numbers = _NUMBER.findall(kept[-1])
+        if not numbers:
+            return None
+        reached = numbers[-1]
+    return [*kept, f"The answer is \\boxed{{{reached}}}."]
+
+
 def answer_only(steps: Sequence[str], case: Case) -> list[str] | None:
     """The (right) answer line alone, no work: "zero or one step"."""
     work, answer = split_answer(steps)
@@ -239,6 +261,7 @@ class Transform:
 
 TRANSFORMS: dict[str, Transform] = {
     "skip_to_answer": Transform(skip_to_answer, "wrong"),
+    "answer_early": Transform(answer_early, "wrong"),
     "answer_only": Transform(answer_only, "wrong"),
     "collapse": Transform(collapse, "wrong"),
     "change_number": Transform(change_number, "wrong"),

@@ -34,6 +34,7 @@ from bisect import bisect_right
 from collections.abc import Sequence
 from pathlib import Path
 
+from purerl.algo.stats import auroc, average_ranks  # noqa: F401 (eval-prm's rank statistics, re-exported)
 from purerl.io.data import DataError
 from purerl.io.responses import check_out_path, write_text
 from purerl.prmtools.stepdata import FORMATS, NEUTRAL, StepDataConfig, StepExample, load_step_examples
@@ -64,42 +65,6 @@ def harmonic_mean(a: float | None, b: float | None) -> float | None:
     if a is None or b is None:
         return None
     return 2 * a * b / (a + b) if a + b > 0 else 0.0
-
-
-def average_ranks(values: Sequence[float]) -> list[float]:
-    """1-based ranks of ``values``, tied values sharing the average of their ranks.
-
-    >>> average_ranks([0.3, 0.1, 0.3, 0.7])
-    [2.5, 1.0, 2.5, 4.0]
-    """
-    order = sorted(range(len(values)), key=lambda i: values[i])
-    ranks = [0.0] * len(values)
-    start = 0
-    while start < len(order):
-        end = start + 1
-        while end < len(order) and values[order[end]] == values[order[start]]:
-            end += 1
-        for i in order[start:end]:
-            ranks[i] = (start + 1 + end) / 2  # the mean of ranks start+1 .. end
-        start = end
-    return ranks
-
-
-def auroc(scores: Sequence[float], labels: Sequence[bool]) -> float | None:
-    """Step-level AUROC of ``scores`` for telling correct steps (True) from wrong ones, ties counted
-    half; NaN scores are left out; None without both kinds of step.
-
-    >>> auroc([0.9, 0.4, 0.4, -0.2], [True, True, False, False])
-    0.875
-    """
-    kept = [(s, ok) for s, ok in zip(scores, labels) if not math.isnan(s)]
-    n_pos = sum(ok for _, ok in kept)
-    n_neg = len(kept) - n_pos
-    if n_pos == 0 or n_neg == 0:
-        return None
-    ranks = average_ranks([s for s, _ in kept])
-    rank_sum = sum(r for r, (_, ok) in zip(ranks, kept) if ok)
-    return (rank_sum - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg)
 
 
 def processbench_metrics(scores: Sequence[Sequence[float]], labels: Sequence[Sequence[bool]], threshold: float) -> dict:

@@ -24,6 +24,7 @@ import json
 import logging
 import random
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -215,9 +216,10 @@ def checkpoints(root: Path) -> list[Path]:
     return sorted(found, key=lambda p: int(p.name[len(PREFIX) :]), reverse=True)
 
 
-def newest(root: Path, acting: set[str] | None = None) -> Found:
+def newest(root: Path, acting: set[str] | None = None, accept: Callable[[Found], bool] | None = None) -> Found:
     """The newest checkpoint of run folder ``root`` that verifies (and, given ``acting``, is clean: none
-    of those flags raised before it); logs the newer ones it skipped. ValueError when there is none."""
+    of those flags raised before it; given ``accept``, one it accepts); logs the newer ones it skipped.
+    ValueError when there is none."""
     if (Path(root) / FOLDER).is_dir():
         _finish_interrupted(Path(root) / FOLDER)
     skipped = []
@@ -229,6 +231,9 @@ def newest(root: Path, acting: set[str] | None = None) -> Found:
             continue
         if acting is not None and not found.clean(acting):
             skipped.append(f"{folder}: flagged {', '.join(found.flags)}")
+            continue
+        if accept is not None and not accept(found):
+            skipped.append(f"{folder}: its held-out accuracy is below the start's")
             continue
         for reason in skipped:
             log.warning("skipping checkpoint %s", reason)
@@ -261,10 +266,11 @@ def set_aside_newer(root: Path, step: int) -> list[Path]:
     return moved
 
 
-def prune(root: Path, keep: int, acting: set[str] | frozenset[str] = frozenset()) -> list[Path]:
+def prune(root: Path, keep: int, acting: set[str] | frozenset[str] = frozenset(),
+          accept: Callable[[Found], bool] | None = None) -> list[Path]:  # fmt: skip
     """Remove all but the newest ``keep`` complete checkpoints, keeping the newest clean one too (no flag of
-    ``acting`` before it), and any
-    incomplete folder older than the newest complete one (a removal cut short); returns what it removed."""
+    ``acting`` before it, and one ``accept`` accepts), and any incomplete folder older than the newest
+    complete one (a removal cut short); returns what it removed."""
     kept, removed, clean_kept = 0, [], False
     for folder in checkpoints(root):
         try:
@@ -274,9 +280,10 @@ def prune(root: Path, keep: int, acting: set[str] | frozenset[str] = frozenset()
                 shutil.rmtree(folder)
                 removed.append(folder)
             continue
-        if kept < keep or (found.clean(acting) and not clean_kept):
+        clean = found.clean(acting) and (accept is None or accept(found))
+        if kept < keep or (clean and not clean_kept):
             kept += 1
-            clean_kept = clean_kept or found.clean(acting)
+            clean_kept = clean_kept or clean
             continue
         shutil.rmtree(folder)
         removed.append(folder)

@@ -32,15 +32,25 @@ on with a lower learning rate."""
 class GuardConfig:
     """The action of each :class:`purerl.pipeline.monitor.HackingMonitor` flag (``warn``, ``stop``, ``rollback``).
 
-    A NaN or infinite loss always stops the run before the optimizer step, the last checkpoint intact.
+    The defaults are chosen from the recorded runs (docs/hacking.md): the two outcome-anchored detectors
+    that flagged every hacked run by the step its held-out greedy accuracy fell 0.1 and no clean run roll
+    back (which ended both hacked ``train-prm`` runs above their start, where a stop ended them at it);
+    the others, which say how a run is gamed, warn. A stop or roll-back goes to the newest rescue point
+    (no acting flag before it, held-out accuracy at least the start's). A NaN or infinite loss always
+    stops the run before the optimizer step, the last checkpoint intact.
     """
 
+    heldout_drop: str = "rollback"
+    accuracy_drop: str = "rollback"
+    proxy_divergence: str = "warn"
+    unrewarded_drop: str = "warn"
+    prm_disagreement: str = "warn"
+    shrinking: str = "warn"
     length_to_cap: str = "warn"
     step_inflation: str = "warn"
     zero_steps: str = "warn"
     one_giant_step: str = "warn"
     repetition: str = "warn"
-    proxy_divergence: str = "warn"
     rollback_lr_factor: float = 0.5
     """After a roll-back the learning rate is multiplied by this."""
     max_rollbacks: int = 3

@@ -6,7 +6,6 @@ trainer's policy, optimizer, scheduler, data RNG, monitor, history and logger.
 
 from __future__ import annotations
 
-import copy
 import logging
 from contextlib import nullcontext
 from pathlib import Path
@@ -43,7 +42,7 @@ class RunState:
             log.warning("step %d: hacking flag(s) %s (run.guards: warn)", self.step, ", ".join(named))
             return False
         try:
-            clean = ckpt.newest(self.out, acting=self.acting_flags()).folder
+            clean = ckpt.newest(self.out, acting=self.acting_flags(), accept=self.rescue_point).folder
         except ValueError:
             clean = None
         if action == "stop" or self.rollbacks >= self.cfg.run.guards.max_rollbacks or clean is None:
@@ -61,11 +60,22 @@ class RunState:
         self._rollback(clean, named)
         return True
 
+    def rescue_point(self, found: ckpt.Found) -> bool:
+        """Whether a clean checkpoint is one a guard may stop at or roll back to: its held-out evaluation
+        (the one at its step) is at least the start's, greedy and sampled (any checkpoint when the run
+        has no held-out problems). A checkpoint saved without an evaluation at its step is not one."""
+        start = self.history[0] if self.history else {}
+        keys = [k for k in ("eval/accuracy", "eval/sampled_accuracy") if k in start]
+        if not keys:
+            return True
+        row = next((r for r in self.history if r.get("step") == found.step and keys[0] in r), None)
+        return row is not None and all(row[k] >= start[k] for k in keys)
+
     def _state(self) -> dict:
         """Everything but the weights, as plain data and tensors (loaded with ``weights_only=True``)."""
         return {
             "step": self.step, "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
-            "data_rng": self.data_rng.getstate(), "monitor": copy.deepcopy(vars(self.monitor)),
+            "data_rng": self.data_rng.getstate(), "monitor": self.monitor.state_dict(),
             "history": list(self.history), "rollbacks": self.rollbacks, "rng": ckpt.rng_states(),
         }  # fmt: skip
 
@@ -81,7 +91,10 @@ class RunState:
                                       config_text, flags=sorted(self.flags_since_save))  # fmt: skip
         self.flags_since_save = set()
         self.saved_step, self.saved = state["step"], folder
-        for removed in ckpt.prune(self.out, self.cfg.run.keep_checkpoints, self.acting_flags()):
+        acting = self.acting_flags()  # with no guard that acts there is nothing to return to but the newest
+        for removed in ckpt.prune(
+            self.out, self.cfg.run.keep_checkpoints, acting, self.rescue_point if acting else None
+        ):
             log.debug("removed old checkpoint %s", removed)
         return folder
 
@@ -123,7 +136,7 @@ class RunState:
         ckpt.set_aside_newer(self.out, state["step"])  # a trajectory continued from here must not mix with them
         if lr is not None or "algo.lr" in getattr(self, "resume_changes", {}):
             self._set_base_lr(lr if lr is not None else self.cfg.algo.lr)
-        vars(self.monitor).update(state["monitor"])
+        self.monitor.load_state_dict(state["monitor"], history=state["history"])
         self.history = state["history"]
         self.step = self.saved_step = state["step"]
         self.saved, self.flags_since_save = folder, set()

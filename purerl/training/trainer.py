@@ -92,7 +92,7 @@ class Trainer(RunState):
         self.optimizer = torch.optim.AdamW(trainable, lr=cfg.algo.lr, weight_decay=0.0)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, warmup)
         self.data_rng = random.Random(f"data-{cfg.run.seed}")
-        self.monitor = HackingMonitor()
+        self.monitor = HackingMonitor(cfg.run.monitor)
         self.step, self.rollbacks, self.flags_since_save = 0, 0, set()
         self.saved_step, self.saved, self.signals = -1, None, None
         self.history: list[dict] = []
@@ -135,8 +135,9 @@ class Trainer(RunState):
     def _loop(self, signals: StopSignals) -> None:
         if self.step == 0 and not self.history:
             self.history.append(self.logger.log_eval(0, self.evaluate()))
-            if "rollback" in vars(self.cfg.run.guards).values():
-                self.save()  # a clean state to roll back to before the first periodic checkpoint
+            self.monitor.update(self.history[-1])  # the held-out start the detectors compare with
+            if self.acting_flags():
+                self.save()  # a clean state to stop at or roll back to before the first periodic checkpoint
         self.logger.progress(self.step, self.cfg.run.steps)
         while self.step < self.cfg.run.steps:
             if signals.received:
@@ -144,15 +145,20 @@ class Trainer(RunState):
             self.boundary, self.phase = self._state(), "start"
             self.step += 1
             metrics = self.train_step()
+            evaluated = self.step % self.cfg.run.eval_every == 0 or self.step == self.cfg.run.steps
+            if evaluated:
+                metrics.update(self.evaluate())  # before the monitor: the held-out fall is its strongest signal
             flags = self.monitor.update(metrics)
             metrics.update({f"hack/{flag}": 1.0 for flag in flags})
-            if self.step % self.cfg.run.eval_every == 0 or self.step == self.cfg.run.steps:
-                metrics.update(self.evaluate())
             self.history.append(self.logger.log_step(self.step, metrics))
             self.boundary = None
             if self._guard(flags):
                 continue  # rolled back
-            if self.step % self.cfg.run.checkpoint_every == 0 or self.step == self.cfg.run.steps:
+            if (
+                self.step % self.cfg.run.checkpoint_every == 0
+                or self.step == self.cfg.run.steps
+                or (evaluated and self.acting_flags())
+            ):  # with a guard that acts, every evaluated step is a checkpoint it may return to
                 self.save()
 
     def train_step(self) -> dict[str, float]:
@@ -300,6 +306,7 @@ class Trainer(RunState):
             )  # fmt: skip
             steps = [len(split_steps(t, self.task.separator)) for t in answers.texts]
             out[f"eval/{name}accuracy"] = sum(answers.correct) / len(answers.correct)
+            out[f"eval/{name}size"] = float(len(answers.correct))
             out[f"eval/{name}steps"] = sum(steps) / len(steps)
             out[f"eval/{name}length"] = answers.rollout.response_mask.sum(-1).float().mean().item()
             out[f"eval/{name}truncated"] = answers.rollout.truncated.float().mean().item()

@@ -7,6 +7,7 @@ in environments without verl too."""
 from __future__ import annotations
 
 import json
+import tempfile
 from pathlib import Path
 
 import torch
@@ -88,6 +89,8 @@ def pure_sync_advantages(monkeypatch, config, infos, lengths, uids, logprobs=Non
 
     from purerl.integrations.verl.trainer import PureTrainerSync
 
+    if str(config.trainer.default_local_dir).startswith("checkpoints/"):  # verl's default: under the working folder
+        config.trainer.default_local_dir = tempfile.mkdtemp(prefix="purerl-verl-")  # the monitor's metrics.jsonl
     trainer = PureTrainerSync(config)
     width = max(lengths)
     rows = {

@@ -98,6 +98,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{PROG}: error: {' '.join(str(err).split())}", file=sys.stderr)
         return 2
     trainer.train()
+    stopped = getattr(getattr(trainer, "pure_guards", None), "stopped", None)
+    if stopped:  # a guard stopped the run: no final/ from hacked weights, as purerl train
+        print(f"{PROG}: {stopped}", file=sys.stderr)
+        return 3
     trainer.save_model(os.path.join(cfg.run.out_dir, "final"))  # the policy and its tokenizer, as purerl train's
     return 0
 

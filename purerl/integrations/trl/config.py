@@ -267,9 +267,9 @@ def startup_lines(cfg: TrainConfig, args) -> list[str]:
         lines.append(f"run.eval_every={run.eval_every}: TRL runs no held-out evaluation here; evaluate "
                      f"{run.out_dir}/final with `purerl eval`")  # fmt: skip
     for flag, action in vars(run.guards).items():
-        if isinstance(action, str) and action != "warn":
-            lines.append(f"run.guards.{flag}={action}: in TRL the hacking flags are logged (pure/hack/*) and "
-                         f"warned about, never acted on")  # fmt: skip
+        if action == "rollback":
+            lines.append(f"run.guards.{flag}=rollback: TRL cannot roll back; the flag stops the run and names "
+                         f"TRL's last checkpoint before it")  # fmt: skip
     if r.backend != "hf":
         lines.append(f"rollout.backend={r.backend}: TRL samples with transformers, or vLLM with trl.use_vllm")
     if r.context and not args.use_vllm:

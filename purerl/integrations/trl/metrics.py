@@ -1,9 +1,12 @@
-"""PURE's metrics and hacking flags in TRL's logs (``pure/...``), merged over every process."""
+"""PURE's metrics and hacking flags in TRL's logs (``pure/...``), merged over every process, and in
+``output_dir/metrics.jsonl`` (``purerl train``'s format, which ``purerl monitor`` replays)."""
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Callable
+from pathlib import Path
 
 import torch
 
@@ -13,7 +16,21 @@ from purerl.pipeline.rewards import RewardBatch
 
 log = logging.getLogger(__name__)
 
-__all__ = ["log_pure", "merge_metrics", "pass_at_k"]
+__all__ = ["log_pure", "merge_metrics", "pass_at_k", "write_row"]
+
+
+def write_row(out_dir: str, step: int, metrics: dict[str, float], flags: list[str]) -> None:
+    """Append one purerl step's row to ``out_dir/metrics.jsonl`` in ``purerl train``'s format (``purerl
+    monitor`` replays it); a new run (step 1) starts the file afresh."""
+    path = Path(out_dir) / "metrics.jsonl"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    row = {
+        "step": step,
+        **{k: (None if v != v else v) for k, v in metrics.items()},
+        **{f"hack/{f}": 1.0 for f in flags},
+    }
+    with path.open("w" if step == 1 else "a", encoding="utf-8") as f:
+        f.write(json.dumps(row) + "\n")
 
 
 def merge_metrics(keys: list[str], every: torch.Tensor) -> dict[str, float]:
@@ -55,13 +72,18 @@ def log_pure(trainer, batch: RewardBatch, seconds: float) -> None:
                          dtype=torch.float64, device=batch.response_mask.device)  # fmt: skip
     merged = merge_metrics(keys, gather(local[None]).view(-1, len(keys)))
     merged["reward/pass_at_k"] = pass_at_k(batch, gather)
-    flags = set(trainer.pure_monitor.update(merged))
+    raised = trainer.pure_monitor.update(merged)
+    flags = set(raised)
     for key, value in merged.items():
         trainer._metrics["train"][f"pure/{key}"].append(value)
     for flag in FLAGS:
         trainer._metrics["train"][f"pure/hack/{flag}"].append(float(flag in flags))
-    if flags and trainer.accelerator.is_main_process:
-        log.warning("PURE hacking flag(s) at step %d: %s", trainer.state.global_step, ", ".join(sorted(flags)))
+    trainer.pure_step += 1
+    trainer.pure_flags = raised
+    if trainer.accelerator.is_main_process:
+        write_row(trainer.purerl.run.out_dir, trainer.pure_step, merged, raised)
+        if flags:
+            log.warning("PURE hacking flag(s) at step %d: %s", trainer.pure_step, ", ".join(raised))
     first = gather(batch.advantages[:, 0].contiguous()).tolist()
     for _ in first:  # TRL's GRPO advantages out, PURE's in
         trainer._logs["advantages"].pop()

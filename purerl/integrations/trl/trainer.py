@@ -25,6 +25,7 @@ from trl import GRPOTrainer
 from purerl.config import TrainConfig, task_name
 from purerl.integrations.trl.config import check_agreement, optimizer_steps_per_step
 from purerl.integrations.trl.data import TaskReward
+from purerl.integrations.trl.guards import PureGuards
 from purerl.integrations.trl.metrics import log_pure
 from purerl.pipeline import rewards as pipeline
 from purerl.pipeline.advantages import CreditSettings, ProcessGroup
@@ -70,7 +71,10 @@ class PureGRPOTrainer(GRPOTrainer):
             self.prm = None
         else:
             self.prm = prm or load_prm(purerl.prm, self.task, builtin=purerl, device=self._prm_device())
-        self.pure_monitor = HackingMonitor()
+        self.pure_monitor = HackingMonitor(purerl.run.monitor)
+        self.pure_step, self.pure_flags, self.pure_flag_global_step = 0, [], 0
+        self.pure_guards = PureGuards(self)
+        self.add_callback(self.pure_guards)
         self._pure_rewards: torch.Tensor | None = None
         self._pure_prm_seconds = 0.0
         trl_log = logging.getLogger("trl.trainer.grpo_trainer")
@@ -105,6 +109,7 @@ class PureGRPOTrainer(GRPOTrainer):
             start = time.perf_counter()
             batch = self.pure_credit(inputs, output)
             output["advantages"] = batch.advantages
+            self.pure_flag_global_step = self.state.global_step  # the optimizer steps before this round
             log_pure(self, batch, time.perf_counter() - start)
         return output
 

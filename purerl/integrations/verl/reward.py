@@ -25,7 +25,9 @@ from verl.utils.reward_score import default_compute_score
 from purerl.config import task_name
 from purerl.integrations.verl.config import check_plugin_config, read_pure
 from purerl.integrations.verl.estimator import STEP_ENDS, STEP_REWARDS, VR
+from purerl.integrations.verl.monitoring import LENGTH, REPETITION, TRUNCATED
 from purerl.pipeline import rewards as pipeline
+from purerl.pipeline.metrics import repetition_score
 from purerl.pipeline.rewards import RewardBatch
 from purerl.prm.loading import load_prm
 from purerl.registry import TASKS
@@ -52,7 +54,8 @@ def problem_text(item) -> str:
 
 def step_info(tokenizer, prm, problem: str, response_ids: list[int], separator: str) -> dict:
     """The step layout of one response: each step's PRM score (None where the PRM could not see it) and
-    the index of its last token among ``response_ids``, as JSON strings, and the number of steps."""
+    the index of its last token among ``response_ids``, as JSON strings, and the number of steps; for the
+    hacking detectors its length in tokens, whether it was cut (no EOS at its end) and its repetition."""
     batch = RewardBatch([problem], torch.zeros(1, dtype=torch.long), torch.ones(1, len(response_ids)))
     pipeline.segment(batch, tokenizer, [response_ids], separator)
     pipeline.score_steps(batch, prm)
@@ -62,7 +65,10 @@ def step_info(tokenizer, prm, problem: str, response_ids: list[int], separator: 
         scores = [0.0] * n
     else:
         scores = [None if math.isnan(x) else float(x) for x in batch.step_scores[0]]
-    return {STEP_REWARDS: json.dumps(scores), STEP_ENDS: json.dumps(ends), "pure_steps": n}
+    eos = getattr(tokenizer, "eos_token_id", None)
+    return {STEP_REWARDS: json.dumps(scores), STEP_ENDS: json.dumps(ends), "pure_steps": n,
+            LENGTH: len(response_ids), TRUNCATED: not response_ids or response_ids[-1] != eos,
+            REPETITION: repetition_score(batch.steps.steps[0])}  # fmt: skip
 
 
 @register("pure")
