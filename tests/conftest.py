@@ -204,3 +204,56 @@ def fake_hub(monkeypatch):
     yield known
     server.shutdown()
     server.server_close()
+
+
+# ---------------------------------------------------------------- tiny PRMs of the other public formats
+
+QWEN_TEMPLATE = (
+    "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+FORMAT_PROMPTS = ["What is 2+3?", "Add 40 and 2."]
+"""Prompts the format fixtures' tokenizers are trained on (besides arithmetic solutions)."""
+
+
+def _format_corpus():
+    rng = random.Random(1)
+    return [arithmetic_solution(rng) for _ in range(800)] + FORMAT_PROMPTS
+
+
+@pytest.fixture(scope="session")
+def qwen_prm_folder(tmp_path_factory):
+    """A tiny Qwen2 token-classification PRM in the Qwen2.5-Math-PRM format (a chat template, ``<extra_0>``)."""
+    import torch
+    from transformers import Qwen2Config, Qwen2ForTokenClassification
+
+    tok = train_bpe_tokenizer(
+        _format_corpus(), vocab_size=400, extra_special_tokens=["<|im_start|>", "<|im_end|>", "<extra_0>"]
+    )
+    tok.chat_template = QWEN_TEMPLATE
+    torch.manual_seed(0)
+    config = Qwen2Config(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                         num_attention_heads=4, num_key_value_heads=2, num_labels=2, pad_token_id=tok.pad_token_id,
+                         max_position_embeddings=256)  # fmt: skip
+    folder = tmp_path_factory.mktemp("qwen_prm")
+    Qwen2ForTokenClassification(config).save_pretrained(folder)
+    tok.save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def shepherd_folder(tmp_path_factory):
+    """A tiny Llama causal LM in the Math-Shepherd format (the step tag ``ки`` in its vocabulary)."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    tok = train_bpe_tokenizer(_format_corpus(), vocab_size=400, extra_special_tokens=["ки"])
+    torch.manual_seed(0)
+    config = LlamaConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                         num_attention_heads=4, num_key_value_heads=4, max_position_embeddings=256,
+                         bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
+                         pad_token_id=tok.pad_token_id)  # fmt: skip
+    folder = tmp_path_factory.mktemp("shepherd")
+    LlamaForCausalLM(config).save_pretrained(folder)
+    tok.save_pretrained(folder)
+    return folder

@@ -12,62 +12,18 @@ import torch
 from transformers import (
     AutoModelForCausalLM,
     AutoTokenizer,
-    LlamaConfig,
-    LlamaForCausalLM,
-    Qwen2Config,
-    Qwen2ForTokenClassification,
 )
 
 from purerl.config import PRMConfig
 from purerl.models.loading import load_prm_model
-from purerl.models.tokenization import train_bpe_tokenizer
 from purerl.pipeline.steps import decode_with_offsets, segment_batch
 from purerl.prm import PRMS
 from purerl.prm.batching import map_scores
 from purerl.prm.loading import load_prm
 from tests.conftest import arithmetic_solution
 
-QWEN_TEMPLATE = (
-    "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
-    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
-)
 PROMPTS = ["What is 2+3?", "Add 40 and 2."]
 STEPS = [["2+3=5.", "The answer is \\boxed{5}."], ["40+2=42.", "So 42.", "The answer is \\boxed{42}."]]
-
-
-def _corpus():
-    rng = random.Random(1)
-    return [arithmetic_solution(rng) for _ in range(800)] + PROMPTS
-
-
-@pytest.fixture(scope="module")
-def qwen_prm_folder(tmp_path_factory):
-    tok = train_bpe_tokenizer(
-        _corpus(), vocab_size=400, extra_special_tokens=["<|im_start|>", "<|im_end|>", "<extra_0>"]
-    )
-    tok.chat_template = QWEN_TEMPLATE
-    torch.manual_seed(0)
-    config = Qwen2Config(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=1,
-                         num_attention_heads=4, num_key_value_heads=2, num_labels=2, pad_token_id=tok.pad_token_id,
-                         max_position_embeddings=256)  # fmt: skip
-    folder = tmp_path_factory.mktemp("qwen_prm")
-    Qwen2ForTokenClassification(config).save_pretrained(folder)
-    tok.save_pretrained(folder)
-    return folder
-
-
-@pytest.fixture(scope="module")
-def shepherd_folder(tmp_path_factory):
-    tok = train_bpe_tokenizer(_corpus(), vocab_size=400, extra_special_tokens=["ки"])
-    torch.manual_seed(0)
-    config = LlamaConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=1,
-                         num_attention_heads=4, num_key_value_heads=4, max_position_embeddings=256,
-                         bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
-                         pad_token_id=tok.pad_token_id)  # fmt: skip
-    folder = tmp_path_factory.mktemp("shepherd")
-    LlamaForCausalLM(config).save_pretrained(folder)
-    tok.save_pretrained(folder)
-    return folder
 
 
 def test_qwen_prm_reads_p_positive_at_each_extra_0(qwen_prm_folder):

@@ -225,6 +225,40 @@ class AlgoConfig:
 
 
 @dataclass
+class RefreshConfig:
+    """The online PRM refresh: the PRM learns during RL from the outcome grades of the policy's answers
+    (docs/refresh.md); off by default."""
+
+    enabled: bool = False
+    """Update the PRM during RL (a model PRM: token_classification, qwen_prm or math_shepherd)."""
+    labels: str = "vr"
+    """Whose grades it learns from: ``vr``, the prompts whose grade is a verifiable reward (the labels
+    the paper's PRM+VR already uses); ``all``, every prompt with a gold answer."""
+    lr: float = 5e-4
+    """AdamW learning rate of the PRM's weights (the tiny built-in-task PRMs; a 7B PRM wants far less)."""
+    updates: int = 4
+    """Optimizer steps of the PRM after each RL step (once the buffer holds ``batch_size`` answers)."""
+    batch_size: int = 32
+    """Answers per PRM optimizer step, drawn from the buffer."""
+    buffer: int = 1024
+    """Graded answers kept, the newest first out last (a replay buffer of the policy's recent answers)."""
+    positive_weight: float = 1.0
+    """Weight of the right answers' term (every step pushed towards correct) beside the wrong answers'
+    (their lowest step pushed towards wrong)."""
+    anchor: float = 0.0
+    """Weight of the guard against forgetting: on the steps of wrong answers the grade does not blame,
+    cross-entropy to the PRM as it was before the refresh (a frozen copy, or the base under LoRA)."""
+    smoothing: float = 0.0
+    """Label smoothing of the grades' targets (0.1: a wrong answer's blamed step towards p = 0.1, not 0)."""
+    grad_clip: float = 1.0
+    """Max gradient norm of a PRM step."""
+    lora_rank: int = 0
+    """LoRA rank of the PRM's update through peft (0: all weights)."""
+    lora_alpha: int = 16
+    """LoRA scaling numerator."""
+
+
+@dataclass
 class RunConfig:
     """Length, evaluation, logging and checkpoints of a run."""
 
@@ -274,6 +308,8 @@ class TrainConfig:
     """Rewards, credit and the update."""
     data: DataSection = field(default_factory=DataSection)
     """Dataset problems (leave empty for the built-in task)."""
+    refresh: RefreshConfig = field(default_factory=RefreshConfig)
+    """The online PRM refresh (off by default)."""
     run: RunConfig = field(default_factory=RunConfig)
     """Run length, logging, checkpoints."""
     plugins: list[str] = field(default_factory=list)

@@ -51,6 +51,34 @@ def check(cfg: TrainConfig) -> None:
         raise ConfigError(str(err)) from None
     if cfg.algo.reward != "vr":
         check_prm(cfg.prm, task)
+    _check_refresh(cfg)
+
+
+def _check_refresh(cfg: TrainConfig) -> None:
+    """``refresh.*``: the PRM refresh needs a PRM that has weights, and labels the run has."""
+    from purerl.config.loading import ConfigError
+
+    r = cfg.refresh
+    if r.labels not in ("vr", "all"):
+        raise ConfigError(f"refresh.labels={r.labels!r}: choose vr (the prompts whose grade is a verifiable reward) "
+                          "or all (every prompt with a gold answer)")  # fmt: skip
+    for key in ("lr", "updates", "batch_size", "buffer", "grad_clip"):
+        if not getattr(r, key) > 0:
+            raise ConfigError(f"refresh.{key} must be > 0, got {getattr(r, key)}")
+    for key in ("positive_weight", "anchor", "lora_rank"):
+        if getattr(r, key) < 0:
+            raise ConfigError(f"refresh.{key} must be >= 0, got {getattr(r, key)}")
+    if not r.enabled:
+        return
+    if cfg.algo.reward == "vr":
+        raise ConfigError("refresh.enabled=true with algo.reward=vr: there is no PRM to refresh")
+    if cfg.prm.kind == "rule":
+        raise ConfigError("refresh.enabled=true with prm.kind=rule: a rule checks steps by program and has no "
+                          "weights to train; refresh a model PRM (token_classification, qwen_prm or "
+                          "math_shepherd)")  # fmt: skip
+    if r.labels == "vr" and cfg.algo.reward == "prm":
+        raise ConfigError("refresh.labels=vr learns from the prompts whose grade is a verifiable reward, and "
+                          "algo.reward=prm has none; set refresh.labels=all (or algo.reward=prm+vr)")  # fmt: skip
 
 
 def check_prm(spec: PRMConfig, task=None) -> None:

@@ -152,6 +152,33 @@ class ModelPRM:
                         trust_remote_code=spec.trust_remote_code, separator=spec.separator,
                         score_map=spec.score_map)  # fmt: skip
 
+    def step_log_odds(self, prompts: Sequence[str], steps: Sequence[Sequence[str]]):
+        """``(log_odds, step_mask)``, both (B, S): each step's log-odds of being correct under the model as it
+        is now, with gradients (the PRM refresh trains on them); a step past the length limit is masked.
+        One padded forward pass over the B responses (the refresh's minibatches are small)."""
+        import torch
+
+        items = self.inputs(prompts, steps)
+        width = max(1, max(len(ids) for ids, _ in items))
+        device = next(self.model.parameters()).device
+        pad = getattr(self, "pad_id", None)
+        pad = self.tokenizer.pad_token_id if pad is None else pad
+        ids = torch.full((len(items), width), pad if pad is not None else 0, dtype=torch.long)
+        mask = torch.zeros_like(ids)
+        for row, (seq, _) in enumerate(items):
+            ids[row, : len(seq)] = torch.tensor(seq, dtype=torch.long)
+            mask[row, : len(seq)] = 1
+        out = self.model(input_ids=ids.to(device), attention_mask=mask.to(device))
+        per_token = self.log_odds((out.logits if hasattr(out, "logits") else out[0]).float())
+        n = max([1] + [len(markers) for _, markers in items])
+        positions = torch.zeros(len(items), n, dtype=torch.long)
+        step_mask = torch.zeros(len(items), n, dtype=torch.bool)
+        for row, (_, markers) in enumerate(items):
+            for j, m in enumerate(markers):
+                if m is not None:
+                    positions[row, j], step_mask[row, j] = m, True
+        return per_token.gather(1, positions.to(per_token.device)), step_mask.to(per_token.device)
+
 
 class ProbabilityScores(ModelPRM):
     """Adapters whose native scores are probabilities in [0, 1] (``score_map`` may map them to [-1, 1])."""

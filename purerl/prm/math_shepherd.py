@@ -51,8 +51,16 @@ class MathShepherdPRM(ProbabilityScores):
         ids = self.tokenizer(f"{prompt.rstrip()} {body}", add_special_tokens=True)["input_ids"]
         return ids, marker_positions(ids, self.tag_id, len(steps), f"step tags {self.step_tag!r}")
 
+    def inputs(self, prompts: Sequence[str], steps: Sequence[Sequence[str]]) -> list[tuple[list[int], list]]:
+        """``(ids, tag positions)`` of each response, cut at the length limit."""
+        return [self.truncation(*self.build_inputs(p, row)) for p, row in zip(prompts, steps)]
+
+    def log_odds(self, logits):
+        """(b, t) log-odds of a good step at each tag: logit("+") - logit("-") of the next token."""
+        return logits[..., self.good_id] - logits[..., self.bad_id]
+
     def score(self, prompts: Sequence[str], steps: Sequence[Sequence[str]]) -> list[list[float]]:
-        items = [self.truncation(*self.build_inputs(p, row)) for p, row in zip(prompts, steps)]
+        items = self.inputs(prompts, steps)
         good, bad = self.good_id, self.bad_id
 
         def read(logits):

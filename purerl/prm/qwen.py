@@ -54,10 +54,19 @@ class QwenPRM(ProbabilityScores):
         ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
         return ids, marker_positions(ids, self.step_id, len(steps), f"{STEP_TOKEN} tokens")
 
+    def inputs(self, prompts: Sequence[str], steps: Sequence[Sequence[str]]) -> list[tuple[list[int], list]]:
+        """``(ids, marker positions)`` of each response, cut at the length limit."""
+        return [self.truncation(*self.build_inputs(p, row)) for p, row in zip(prompts, steps)]
+
     def score(self, prompts: Sequence[str], steps: Sequence[Sequence[str]]) -> list[list[float]]:
-        items = [self.truncation(*self.build_inputs(p, row)) for p, row in zip(prompts, steps)]
+        items = self.inputs(prompts, steps)
         scores = bucketed_scores(self.model, items, self.tokenizer.pad_token_id, self.batch_tokens, _p_positive)
         return map_scores(scores, self.score_map, (0.0, 1.0))
+
+    @staticmethod
+    def log_odds(logits):
+        """(b, t) log-odds of a positive step at each position: logit(positive) - logit(negative)."""
+        return logits[..., 1] - logits[..., 0]
 
 
 def _p_positive(logits):

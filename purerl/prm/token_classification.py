@@ -80,10 +80,19 @@ class TokenClassificationPRM(ModelPRM):
         if not spec.path and getattr(task, "rule_checker", None) is None:  # a path, or the built-in PRM
             _warn_builtin_prm()
 
+    def inputs(self, prompts: Sequence[str], steps: Sequence[Sequence[str]]) -> list[tuple[list[int], list]]:
+        """``(ids, marker positions)`` of each response, cut at the length limit."""
+        return [self.truncation(ids, markers) for ids, markers in batch_prm_inputs(self.tokenizer, prompts, steps,
+                                                                                    self.separator)]  # fmt: skip
+
     def score(self, prompts: Sequence[str], steps: Sequence[Sequence[str]]) -> list[list[float]]:
-        inputs = batch_prm_inputs(self.tokenizer, prompts, steps, self.separator)
-        items = [self.truncation(ids, markers) for ids, markers in inputs]
+        items = self.inputs(prompts, steps)
         return bucketed_scores(self.model, items, self.tokenizer.pad_token_id, self.batch_tokens, _p1_minus_p0)
+
+    @staticmethod
+    def log_odds(logits):
+        """(b, t) log-odds that the step ending at each position is correct: logit(1) - logit(0)."""
+        return logits[..., 1] - logits[..., 0]
 
 
 def _p1_minus_p0(logits):

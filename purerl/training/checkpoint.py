@@ -290,7 +290,7 @@ def prune(root: Path, keep: int, acting: set[str] | frozenset[str] = frozenset()
     return removed
 
 
-def load_state(folder: Path, schema: dict[str, type]) -> dict[str, Any]:
+def load_state(folder: Path, schema: dict[str, type], optional: dict[str, type] | None = None) -> dict[str, Any]:
     """``trainer_state.pt`` of a verified checkpoint (:func:`verify`), loaded with ``weights_only=True``
     and checked (:mod:`purerl.training.integrity`): its records' CRC-32, the keys and types of ``schema``,
     finite tensors, its step, and the hashes it recorded of the other files against the manifest's."""
@@ -298,7 +298,7 @@ def load_state(folder: Path, schema: dict[str, type]) -> dict[str, Any]:
     path = folder / STATE_FILE
     integrity.check_records(path)
     state = integrity.read_state(path)
-    integrity.check_schema(path, state, schema)
+    integrity.check_schema(path, state, schema, optional)
     integrity.check_finite(path, state)
     integrity.check_step(path, state, folder, PREFIX)
     integrity.check_recorded(folder, state, MANIFEST)

@@ -66,17 +66,19 @@ def read_state(path: Path) -> Any:
         raise ValueError(f"{path}: unreadable ({first_line(err)})") from None
 
 
-def check_schema(path: Path, state: Any, schema: dict[str, type]) -> None:
+def check_schema(path: Path, state: Any, schema: dict[str, type], optional: dict[str, type] | None = None) -> None:
     """Raise ``ValueError`` naming ``path`` unless ``state`` is a dict with exactly the keys of ``schema``
-    (plus :data:`OPTIONAL` ones), each of its type, and an ``rng`` of :data:`RNG_SCHEMA`."""
+    (plus :data:`OPTIONAL` ones and those of ``optional``), each of its type, and an ``rng`` of
+    :data:`RNG_SCHEMA`."""
+    allowed = {**OPTIONAL, **(optional or {})}
     if not isinstance(state, dict):
         raise ValueError(f"{path}: not a trainer state (it holds {type(state).__name__}, not a dict)")
     missing = sorted(set(schema) - set(state))
-    unknown = sorted(str(k) for k in set(state) - set(schema) - set(OPTIONAL))
+    unknown = sorted(str(k) for k in set(state) - set(schema) - set(allowed))
     if missing or unknown:
         what = [f"missing {', '.join(missing)}"] * bool(missing) + [f"unknown {', '.join(unknown)}"] * bool(unknown)
         raise ValueError(f"{path}: not a trainer state of this command ({'; '.join(what)})")
-    for key, kind in {**schema, **OPTIONAL}.items():
+    for key, kind in {**schema, **allowed}.items():
         if key in state and (not isinstance(state[key], kind) or (kind is int and isinstance(state[key], bool))):
             raise ValueError(f"{path}: {key} holds {type(state[key]).__name__}, expected {kind.__name__}")
     if state.get("step", 0) < 0:

@@ -58,14 +58,22 @@ class GuardConfig:
 
 
 RUN_FILES = ("metrics.jsonl", "samples.jsonl", "events.jsonl", "rolled_back.jsonl", "summary.json", "plots.png",
-             "config.yaml", "checkpoints", "checkpoint", "checkpoint-crash", "final", "tensorboard")  # fmt: skip
+             "config.yaml", "checkpoints", "checkpoint", "checkpoint-crash", "final", "final_prm",
+             "tensorboard")  # fmt: skip
 """What a run writes into its folder (and ``--overwrite`` removes)."""
 
 FREE_ON_RESUME = ("run.steps", "run.eval_every", "run.checkpoint_every", "run.samples_every", "run.keep_checkpoints",
                   "run.threads", "run.tensorboard", "run.wandb", "run.out_dir", "run.guards")  # fmt: skip
 """Keys a resumed run may change without ``--allow-change``: length, logging, where the folder is."""
 
-FIXED_ON_RESUME = ("policy.path", "policy.lora_rank", "policy.lora_alpha", "policy.lora_targets", "run.seed")
+FIXED_ON_RESUME = (
+    "policy.path",
+    "policy.lora_rank",
+    "policy.lora_alpha",
+    "policy.lora_targets",
+    "run.seed",
+    "refresh.lora_rank",
+)
 """Keys whose value the checkpoint fixes: changing them on resume would have no effect or break loading."""
 
 

@@ -22,6 +22,8 @@ log = logging.getLogger(__name__)
 STATE_SCHEMA = {"step": int, "optimizer": dict, "scheduler": dict, "data_rng": tuple, "monitor": dict,
                 "history": list, "rollbacks": int, "rng": dict}  # fmt: skip
 """The keys of ``purerl train``'s ``trainer_state.pt`` and their types (:meth:`RunState._state`)."""
+OPTIONAL_STATE = {"refresh": dict}
+"""Keys a ``trainer_state.pt`` holds only for some runs: the refreshed PRM's state (``refresh.enabled``)."""
 
 
 class RunState:
@@ -73,11 +75,14 @@ class RunState:
 
     def _state(self) -> dict:
         """Everything but the weights, as plain data and tensors (loaded with ``weights_only=True``)."""
-        return {
+        state = {
             "step": self.step, "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
             "data_rng": self.data_rng.getstate(), "monitor": self.monitor.state_dict(),
             "history": list(self.history), "rollbacks": self.rollbacks, "rng": ckpt.rng_states(),
         }  # fmt: skip
+        if self.refresher is not None:
+            state["refresh"] = self.refresher.state_dict()
+        return state
 
     def save(self, state: dict | None = None) -> Path:
         """Checkpoint ``state`` (default: now) into ``checkpoints/step-N``; prune to ``run.keep_checkpoints``."""
@@ -112,7 +117,7 @@ class RunState:
     def _find_resume(self, resume_from: str | None, allow: list[str]) -> ckpt.Found:
         """The checkpoint to resume and the config changes it accepts, checked before any model loads."""
         found = ckpt.resume_point(resume_from) if resume_from else ckpt.newest(self.out)
-        self.resume_state = ckpt.load_state(found.folder, STATE_SCHEMA)  # checks config.yaml's hash too
+        self.resume_state = ckpt.load_state(found.folder, STATE_SCHEMA, OPTIONAL_STATE)  # checks config.yaml's hash too
         saved = read_saved_config(found.folder)
         self.resume_changes = resume_changes(saved, to_dict(self.cfg), allow)
         for log_file in ("metrics.jsonl", "samples.jsonl"):  # a bad line is named before any model loads
@@ -124,13 +129,17 @@ class RunState:
         """Load a checkpoint folder (and its ``state``, when loaded already) into the live trainer (weights,
         optimizer, RNGs, data position, logs); what it holds is checked first (one ``ValueError`` naming
         the file)."""
-        state = state if state is not None else ckpt.load_state(folder, STATE_SCHEMA)
+        state = state if state is not None else ckpt.load_state(folder, STATE_SCHEMA, OPTIONAL_STATE)
         ckpt.load_weights(self.policy, folder, adapter=self.lora)
         try:
             self.optimizer.load_state_dict(state["optimizer"])
             self.scheduler.load_state_dict(state["scheduler"])
             self.data_rng.setstate(state["data_rng"])
             ckpt.set_rng_states(state["rng"])
+            if self.refresher is not None and "refresh" in state:
+                self.refresher.load_state_dict(state["refresh"])
+            elif self.refresher is not None:
+                log.warning("%s holds no refreshed PRM: the refresh starts from the PRM as loaded", folder)
         except RESTORE_ERRORS as err:
             raise ValueError(f"{folder / ckpt.STATE_FILE}: does not fit this run ({first_line(err)})") from None
         ckpt.set_aside_newer(self.out, state["step"])  # a trajectory continued from here must not mix with them

@@ -33,6 +33,7 @@ from purerl.rollout.hf import sequence_logprobs
 from purerl.tasks.prompts import COT_SYSTEM, format_prompt
 from purerl.training import checkpoint as ckpt
 from purerl.training.builders import build_policy, build_prm, build_rollout, build_task
+from purerl.training.refresh import build_refresher
 from purerl.training.run_control import RunStopped, StopSignals, claim_run_folder
 from purerl.training.run_state import RunState, warmup
 
@@ -83,6 +84,7 @@ class Trainer(RunState):
         if cfg.algo.kl_coef > 0 and not self.lora:  # with LoRA the reference is the base: adapter off
             self.reference = copy.deepcopy(self.policy).eval().requires_grad_(False)
         self.prm = build_prm(cfg, self.task) if cfg.algo.reward != "vr" else None
+        self.refresher = build_refresher(cfg, self.prm)  # the online PRM refresh (refresh.enabled)
         self.settings = CreditSettings.from_algo(cfg.algo, cfg.rollout.max_new_tokens)
         # building a model may train and cache it (seeding torch itself): seed again, so that a run
         # is the same whether its models came from the cache or not
@@ -130,6 +132,8 @@ class Trainer(RunState):
             finally:
                 self.logger.close()
         ckpt.save_final(self.out / "final", self.policy, self.tokenizer)
+        if self.refresher is not None:  # the refreshed PRM, loadable as prm.path
+            ckpt.save_final(self.out / "final_prm", self.refresher.merged_model(), self.prm.tokenizer)
         return self.history
 
     def _loop(self, signals: StopSignals) -> None:
@@ -177,6 +181,9 @@ class Trainer(RunState):
             pipeline.assign_credit(batch, self.settings)
         with self.timed("update"):
             update_metrics = self.update(batch)
+        if self.refresher is not None:
+            with self.timed("refresh"):
+                update_metrics.update(self.refresh(batch))
         if self.step % self.cfg.run.samples_every == 0 or self.step == 1:
             self.logger.log_samples(self.step, batch)
         return self.metrics(batch, update_metrics)
@@ -218,6 +225,16 @@ class Trainer(RunState):
         if algo.reward != "prm":
             answers = [self.task.has_reward_answer(prob) for prob in batch.problems]
             pipeline.verify(batch, pipeline.vr_prompts(batch.prompts, algo.reward, algo.vr_fraction, answers))
+
+    def refresh(self, batch: Batch) -> dict[str, float]:
+        """The PRM learns from this step's grades (``refresh.labels``: the prompts with a verifiable reward,
+        or every prompt with a gold answer), after the step used its scores."""
+        if self.cfg.refresh.labels == "vr":
+            learn = (~batch.verifiable_rewards.isnan()).tolist() if batch.verifiable_rewards is not None else []
+        else:
+            learn = [self.task.has_reward_answer(p) for p in batch.problems]
+        added = self.refresher.observe(batch.prompts, batch.steps.steps, batch.correct, learn)
+        return {**self.refresher.update(), "refresh/added": float(added)}
 
     @property
     def on_policy(self) -> bool:

@@ -1,0 +1,155 @@
+"""The online PRM refresh of ``purerl train`` (``refresh.*``, docs/refresh.md): the PRM learns during RL
+from the outcome grades the pipeline already computed for the policy's own answers.
+
+Each RL step, the graded answers of the chosen prompts (``refresh.labels``: ``vr``, those whose grade is a
+verifiable reward; ``all``, every prompt with a gold answer) enter a replay buffer of the newest
+``refresh.buffer``; then ``refresh.updates`` AdamW steps train the PRM on minibatches drawn from it with
+:func:`purerl.algo.prm_refresh.refresh_loss`: a wrong answer's lowest blamable step towards wrong (the
+steps from where it leaves every right answer to the same prompt on, :func:`blamable_steps`), a right
+answer's steps towards correct, and with ``refresh.anchor`` the other steps of wrong answers held to the
+PRM as it was. No step label comes from outside and no second grading pass runs: an answer without a
+final answer counts as wrong, as its verifiable reward does. The PRM adapter's model is trained in place,
+so the next step's scores come from the refreshed PRM. Its state (weights, optimizer, buffer, sampling
+RNG) goes into every checkpoint and comes back on resume and roll-back.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import logging
+import random
+import time
+
+import torch
+
+from purerl.algo.prm_refresh import blamable_steps, refresh_loss
+
+log = logging.getLogger(__name__)
+
+
+class PRMRefresher:
+    """Trains a model PRM adapter (``prm.model``, with ``step_log_odds``) from graded answers."""
+
+    def __init__(self, cfg, prm, seed: int):
+        if not hasattr(prm, "step_log_odds"):
+            raise ValueError(f"refresh.enabled=true: the {type(prm).__name__} PRM has no weights to train")
+        self.cfg = cfg
+        self.prm = prm
+        if cfg.lora_rank > 0:
+            prm.model = _with_lora(prm.model, cfg.lora_rank, cfg.lora_alpha)
+        self.names = [n for n, p in prm.model.named_parameters() if p.requires_grad]
+        self.params = [p for p in prm.model.parameters() if p.requires_grad]
+        # the PRM as it was, for the anchor's targets: the base with LoRA, else a frozen copy
+        self.frozen = None if cfg.lora_rank > 0 or cfg.anchor == 0 else copy.deepcopy(prm.model).eval()
+        self.optimizer = torch.optim.AdamW(self.params, lr=cfg.lr, weight_decay=0.0)
+        self.buffer: list[dict] = []
+        self.rng = random.Random(f"refresh-{seed}")
+        self.updates = 0
+
+    def observe(self, prompts: list[str], steps: list[list[str]], correct: list, learn: list[bool]) -> int:
+        """Add the answers ``learn`` picks (their grade: True right, anything else wrong) to the buffer;
+        returns how many were added."""
+        right = [grade is True for grade in correct]
+        blame = blamable_steps(list(prompts), [list(r) for r in steps], [r and k for r, k in zip(right, learn)])
+        rows = zip(prompts, steps, right, learn, blame)
+        new = [{"prompt": p, "steps": list(r), "correct": ok, "blame": b} for p, r, ok, keep, b in rows if keep and r]
+        if new and self.cfg.anchor > 0:
+            for item, z in zip(new, self._earlier_log_odds(new)):
+                item["anchor"] = z
+        self.buffer.extend(new)
+        del self.buffer[: max(0, len(self.buffer) - self.cfg.buffer)]
+        return len(new)
+
+    @torch.no_grad()
+    def _earlier_log_odds(self, items: list[dict]) -> list[list[float]]:
+        """Each step's log-odds under the PRM as it was before the refresh (the anchor's targets)."""
+        model = self.prm.model
+        try:
+            if self.frozen is not None:
+                self.prm.model = self.frozen
+                context = contextlib.nullcontext()
+            else:
+                context = model.disable_adapter()
+            with context:
+                z, mask = self.prm.step_log_odds([i["prompt"] for i in items], [i["steps"] for i in items])
+        finally:
+            self.prm.model = model
+        return [row[m].tolist() for row, m in zip(z, mask)]
+
+    def update(self) -> dict[str, float]:
+        """``refresh.updates`` optimizer steps on minibatches of the buffer (none until it holds a batch)."""
+        if len(self.buffer) < self.cfg.batch_size:
+            return {"refresh/buffer": float(len(self.buffer))}
+        start, sums = time.perf_counter(), {}
+        self.prm.model.train()
+        for _ in range(self.cfg.updates):
+            for key, value in self._step(self.rng.sample(self.buffer, self.cfg.batch_size)).items():
+                sums[key] = sums.get(key, 0.0) + value
+        self.prm.model.eval()
+        self.updates += self.cfg.updates
+        out = {f"refresh/{k}": v / self.cfg.updates for k, v in sums.items()}
+        out.update({"refresh/buffer": float(len(self.buffer)), "refresh/updates": float(self.updates),
+                    "refresh/seconds": time.perf_counter() - start})  # fmt: skip
+        return out
+
+    def _step(self, batch: list[dict]) -> dict[str, float]:
+        log_odds, mask = self.prm.step_log_odds([b["prompt"] for b in batch], [b["steps"] for b in batch])
+        correct = torch.tensor([b["correct"] for b in batch], device=log_odds.device)
+        blame, earlier = torch.zeros_like(mask), torch.zeros_like(log_odds)
+        for i, b in enumerate(batch):
+            blame[i, : len(b["blame"])] = torch.tensor(b["blame"], dtype=torch.bool)
+            if "anchor" in b:
+                earlier[i, : len(b["anchor"])] = torch.tensor(b["anchor"], dtype=earlier.dtype)
+        anchored = self.cfg.anchor > 0
+        loss, metrics = refresh_loss(log_odds, mask, correct, self.cfg.positive_weight, blame,
+                                     earlier if anchored else None, self.cfg.anchor, self.cfg.smoothing)  # fmt: skip
+        if not torch.isfinite(loss):
+            raise ValueError(f"the PRM refresh's loss is not finite ({loss.item()})")
+        loss.backward()
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.params, self.cfg.grad_clip)
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        return {"loss": loss.item(), "grad_norm": float(grad_norm),
+                "right_frac": float(correct.float().mean()), **{k: float(v) for k, v in metrics.items()}}  # fmt: skip
+
+    def state_dict(self) -> dict:
+        """Plain data and tensors (a checkpoint loads it with ``weights_only=True``)."""
+        weights = dict(zip(self.names, (p.detach().clone() for p in self.params)))
+        return {"weights": weights, "optimizer": self.optimizer.state_dict(), "buffer": [dict(b) for b in self.buffer],
+                "rng": self.rng.getstate(), "updates": self.updates}  # fmt: skip
+
+    def load_state_dict(self, state: dict) -> None:
+        if set(state["weights"]) != set(self.names):
+            raise ValueError("the checkpoint's refreshed PRM has other weights than this run's PRM")
+        with torch.no_grad():
+            for name, p in zip(self.names, self.params):
+                p.copy_(state["weights"][name])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.buffer = [dict(b) for b in state["buffer"]]
+        self.rng.setstate(state["rng"])
+        self.updates = int(state["updates"])
+
+    def merged_model(self):
+        """The PRM's model to save: LoRA merged into a copy, else the model itself."""
+        if self.cfg.lora_rank > 0:
+            return copy.deepcopy(self.prm.model).merge_and_unload()
+        return self.prm.model
+
+
+def _with_lora(model, rank: int, alpha: int):
+    """``model`` with LoRA adapters on its attention projections (peft); a classification head stays
+    trainable in full (peft's ``TOKEN_CLS`` task keeps ``score`` / ``classifier`` as modules to save)."""
+    from peft import LoraConfig, get_peft_model
+
+    token_cls = "ForTokenClassification" in type(model).__name__
+    config = LoraConfig(r=rank, lora_alpha=alpha, lora_dropout=0.0, target_modules=["q_proj", "k_proj", "v_proj",
+                        "o_proj"], task_type="TOKEN_CLS" if token_cls else "CAUSAL_LM")  # fmt: skip
+    return get_peft_model(model, config)
+
+
+def build_refresher(cfg, prm):
+    """The refresher of a config (None when ``refresh.enabled`` is off or the run has no PRM)."""
+    if not cfg.refresh.enabled or prm is None:
+        return None
+    return PRMRefresher(cfg.refresh, prm, cfg.run.seed)
