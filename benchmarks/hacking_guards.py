@@ -23,13 +23,18 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-PRMS = {"label-steps PRM": "runs/prm_builtin/prm_labels/final", "exact-label PRM": "runs/prm_builtin/prm_exact/final"}
+LABELS, EXACT = "runs/prm_builtin/prm_labels/final", "runs/prm_builtin/prm_exact/final"
 GUARDS = {"default (rollback)": [], "stop": ["run.guards.heldout_drop=stop", "run.guards.accuracy_drop=stop"]}
+CASES = [("label-steps PRM, seed 0", LABELS, 0, "default (rollback)"), ("label-steps PRM, seed 0", LABELS, 0, "stop"),
+         ("label-steps PRM, seed 1", LABELS, 1, "default (rollback)"), ("label-steps PRM, seed 1", LABELS, 1, "stop"),
+         ("exact-label PRM, seed 0", EXACT, 0, "default (rollback)")]  # fmt: skip
+"""The two hacked train-prm runs (label-steps, seeds 0 and 1) under both guard settings, and the exact-label
+run (which RL did not hack) under the default guards: they must leave it alone."""
 
 
-def run(prm: str, guards: list[str], out: Path, steps: int) -> dict:
+def run(prm: str, seed: int, guards: list[str], out: Path, steps: int) -> dict:
     cmd = [sys.executable, "-m", "purerl", "train", "prm.kind=token_classification", f"prm.path={prm}",
-           "prm.separator=\n", f"run.steps={steps}", f"run.out_dir={out}", "--overwrite", *guards]  # fmt: skip
+           f"run.seed={seed}", f"run.steps={steps}", f"run.out_dir={out}", "--overwrite", *guards]  # fmt: skip
     start = time.perf_counter()
     done = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, env={**os.environ, "OMP_NUM_THREADS": "2"})
     seconds = time.perf_counter() - start
@@ -63,11 +68,10 @@ def main() -> None:
     args = ap.parse_args()
     out = ROOT / args.out
     result = {}
-    for prm_name, prm in PRMS.items():
-        for guard_name, guards in GUARDS.items():
-            key = f"{prm_name}, {guard_name}"
-            result[key] = run(prm, guards, out / re.sub(r"\W+", "_", key).strip("_"), args.steps)
-            print(key, json.dumps(result[key]), flush=True)
+    for name, prm, seed, guard_name in CASES:
+        key = f"{name}, {guard_name}"
+        result[key] = run(prm, seed, GUARDS[guard_name], out / re.sub(r"\W+", "_", key).strip("_"), args.steps)
+        print(key, json.dumps(result[key]), flush=True)
     (out / "result.json").write_text(json.dumps(result, indent=1))
     print("| PRM, guards | stopped at | checkpoint named | its greedy / sampled | start | steps run | roll-backs | s |")
     print("| --- | --- | --- | --- | --- | --- | --- | --- |")

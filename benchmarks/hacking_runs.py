@@ -30,8 +30,11 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results" / "hacking"
-LABELS = ["prm.kind=token_classification", "prm.path=runs/prm_builtin/prm_labels/final", "prm.separator=\n"]
-EXACT = ["prm.kind=token_classification", "prm.path=runs/prm_builtin/prm_exact/final", "prm.separator=\n"]
+LABELS = ["prm.kind=token_classification", "prm.path=runs/prm_builtin/prm_labels/final"]
+EXACT = ["prm.kind=token_classification", "prm.path=runs/prm_builtin/prm_exact/final"]
+"""The train-prm PRMs, read at the separator they were trained with (the default "\n"). The docs/prm.md runs and
+the first recorded ones passed ``prm.separator=\n`` as a Python string, which YAML read as an empty separator:
+those PRMs were read at each step's last token instead (kept as ``*_lasttoken``; that override is refused now)."""
 OLD_BUILTIN = ["prm.data_corrupt_rate=0"]
 
 RUNS: dict[str, tuple[str, list[str]]] = {
@@ -39,8 +42,8 @@ RUNS: dict[str, tuple[str, list[str]]] = {
     "sum_seed0": ("hacked", ["algo.reward=prm", "algo.mode=sum", "run.steps=60"]),
     "sum_seed1": ("hacked", ["algo.reward=prm", "algo.mode=sum", "run.steps=60", "run.seed=1"]),
     "labels_prm_seed0": ("hacked", [*LABELS, "run.steps=40"]),
-    "exact_prm_seed0": ("hacked", [*EXACT, "run.steps=40"]),
     "labels_prm_seed1": ("hacked", [*LABELS, "run.steps=40", "run.seed=1"]),
+    "exact_prm_seed0": ("clean", [*EXACT, "run.steps=40"]),
     "exact_prm_only_seed0": ("hacked", [*EXACT, "algo.reward=prm", "run.steps=40"]),
     "old_builtin_prm_seed0": ("hacked", [*OLD_BUILTIN, "run.steps=60"]),
     # clean: the default run and two more seeds, the T-ablation arms, VR-only

@@ -110,7 +110,7 @@ def main() -> None:
                                 ("builtin", Path(builtin_prm())))}  # fmt: skip
     result["train"] = {}
     for name, folder in (("label_steps_prm", out / "prm_labels"), ("exact_prm", out / "prm_exact")):
-        prm = ["prm.kind=token_classification", f"prm.path={folder / 'final'}", "prm.separator=\n"]
+        prm = ["prm.kind=token_classification", f"prm.path={folder / 'final'}"]  # read at its own "\n"
         result["train"][name] = rl_run(out / f"rl_{name}", args.steps, *prm)
     result["train"]["builtin_prm"] = rl_run(out / "rl_builtin", args.steps)
     result["seconds"] = time.perf_counter() - start

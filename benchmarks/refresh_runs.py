@@ -4,13 +4,14 @@ For each of the two `train-prm` PRMs that RL hacks (the label-steps PRM and the 
 first two stages of `benchmarks/prm_pipeline_builtin.py`) and seeds 0, 1, 2, 80 steps each, four arms:
 
 - `frozen_vr10`: the frozen PRM, VR on 10% of prompts (the default reward);
-- `refresh_vr10`: the refresh learning from the grades of that same 10% (`refresh.labels=vr`);
+- `refresh_vr10` / `last_vr10`: the refresh learning from the grades of that same 10% (`refresh.labels=vr`),
+  blaming a wrong answer's lowest blamable step (`refresh.blame=min`) or its last step (`last`);
 - `frozen_vrall`: the frozen PRM, VR on every prompt with a gold answer (`algo.vr_fraction=1.0`);
 - `refresh_all`: the default reward, the refresh learning from every prompt's grade (`refresh.labels=all`);
 
-and the shipped built-in PRM's default run with the refresh (`builtin_refresh_vr10`, 120 steps, seeds 0-2),
-beside the recorded default runs of `benchmarks/hacking_runs.py`. Every guard is at `warn`, so each run goes
-to its end. Two runs at a time, one thread each; finished runs are reused.
+and the shipped built-in PRM's default run with the refresh as it comes (`builtin_refresh_vr10`, 120 steps,
+seeds 0-2), beside the recorded default runs of `benchmarks/hacking_runs.py`. Every guard is at `warn`, so
+each run goes to its end. Two runs at a time, one thread each; finished runs are reused.
 
     python benchmarks/refresh_runs.py [--only NAME ...] [--jobs 2] [--out runs/refresh]
 
@@ -34,10 +35,13 @@ RESULTS = ROOT / "benchmarks" / "results" / "refresh"
 PRMS = {"labels": "runs/prm_builtin/prm_labels/final", "exact": "runs/prm_builtin/prm_exact/final"}
 ARMS = {
     "frozen_vr10": [],
-    "refresh_vr10": ["refresh.enabled=true", "refresh.labels=vr"],
+    "refresh_vr10": ["refresh.enabled=true", "refresh.labels=vr", "refresh.blame=min"],
+    "last_vr10": ["refresh.enabled=true", "refresh.labels=vr", "refresh.blame=last"],
     "frozen_vrall": ["algo.vr_fraction=1.0"],
-    "refresh_all": ["refresh.enabled=true", "refresh.labels=all"],
+    "refresh_all": ["refresh.enabled=true", "refresh.labels=all", "refresh.blame=min"],
 }
+"""The issue's four arms, and the refresh on the 10% labels also with the other reading of a wrong answer's
+grade (``refresh.blame``: ``min``, its lowest blamable step, the default; ``last``, its final step)."""
 
 
 def runs() -> dict[str, list[str]]:
@@ -45,10 +49,10 @@ def runs() -> dict[str, list[str]]:
     for prm, path in PRMS.items():
         for arm, extra in ARMS.items():
             for seed in (0, 1, 2):
-                prm_keys = ["prm.kind=token_classification", f"prm.path={path}", "prm.separator=\n"]
+                prm_keys = ["prm.kind=token_classification", f"prm.path={path}"]
                 out[f"{prm}_{arm}_seed{seed}"] = [*prm_keys, "run.steps=80", f"run.seed={seed}", *extra]
     for seed in (0, 1, 2):
-        out[f"builtin_refresh_vr10_seed{seed}"] = ["refresh.enabled=true", f"run.seed={seed}"]
+        out[f"builtin_refresh_vr10_seed{seed}"] = ["refresh.enabled=true", "refresh.blame=min", f"run.seed={seed}"]
     return out
 
 
@@ -70,6 +74,9 @@ def main() -> None:
     args = ap.parse_args()
     table, out = runs(), ROOT / args.out
     names = args.only or sorted(table, key=lambda n: (n.startswith("builtin"), n[-1], n))  # seed 0 of every arm first
+    for name in names:  # streams of runs that finished while no runner watched them, and headers brought up to date
+        if finished(out / name):
+            keep(name, table[name], out / name)
     todo = [n for n in names if not finished(out / n)]
     running: dict[str, tuple] = {}
     while todo or running:

@@ -167,6 +167,9 @@ DEFAULTS: dict[type, dict[str, Any]] = {
     RefreshConfig: {
         "enabled": False,
         "labels": "vr",
+        "objective": "mil",
+        "blame": "min",
+        "weighting": "classes",
         "lr": 5e-4,
         "updates": 4,
         "batch_size": 32,

@@ -72,6 +72,68 @@ def test_blame_smoothing_and_the_anchor_by_hand():
     assert z.grad[0, 0].item() == pytest.approx((_sigmoid(1.0) - 0.9) / 2, rel=1e-6)  # right: towards 0.9
 
 
+def test_blaming_the_last_step_by_hand():
+    """blame=last: a wrong answer's final step is pushed towards wrong, whatever the others score (here its
+    first step, -1.0, is the lowest, and is left alone); a wrong answer whose final step is not blamable (a
+    right answer wrote the same steps) is left out; a right answer's steps as with min. Loss =
+    softplus(0.5) (row 0's last step) + [softplus(-1) + softplus(-3)] / 2 (row 1)."""
+    z = torch.tensor([[-1.0, 2.0, 0.5], [1.0, 3.0, 9.0], [0.5, 7.0, 7.0]], requires_grad=True)
+    mask = torch.tensor([[1, 1, 1], [1, 1, 0], [1, 0, 0]], dtype=torch.bool)
+    correct = torch.tensor([False, True, False])
+    blame = torch.tensor([[True, True, True], [False, False, False], [False, False, False]])
+    loss, metrics = refresh_loss(z, mask, correct, 1.0, blame, blame="last")
+    sp = lambda x: math.log1p(math.exp(x))  # noqa: E731
+    assert loss.item() == pytest.approx(sp(0.5) + (sp(-1.0) + sp(-3.0)) / 2, rel=1e-6)
+    loss.backward()
+    grad = torch.zeros(3, 3)
+    grad[0, 2] = _sigmoid(0.5)
+    grad[1, 0], grad[1, 1] = -_sigmoid(-1.0) / 2, -_sigmoid(-3.0) / 2
+    assert_close(z.grad, grad, atol=1e-6, rtol=0)
+    assert metrics["wrong_min_p"].item() == pytest.approx(_sigmoid(0.5))
+    min_loss, _ = refresh_loss(z.detach(), mask, correct, 1.0, blame)  # the min reading blames -1.0 instead
+    assert min_loss.item() == pytest.approx(sp(-1.0) + (sp(-1.0) + sp(-3.0)) / 2, rel=1e-6)
+    with pytest.raises(ValueError, match="blame='first': choose min or last"):
+        refresh_loss(z, mask, correct, blame="first")
+
+
+def test_weighting_every_answer_the_same_by_hand():
+    """weighting=answers: one wrong answer (lowest step -1.0) and three right ones of one step each (z = 1, 2,
+    3): loss = [softplus(-1) + softplus(-1) + softplus(-2) + softplus(-3)] / 4, where weighting=classes
+    gives the wrong answer a weight of 1 against 1/3 for each right one."""
+    z = torch.tensor([[2.0, -1.0], [1.0, 0.0], [2.0, 0.0], [3.0, 0.0]], requires_grad=True)
+    mask = torch.tensor([[1, 1], [1, 0], [1, 0], [1, 0]], dtype=torch.bool)
+    correct = torch.tensor([False, True, True, True])
+    sp = lambda x: math.log1p(math.exp(x))  # noqa: E731
+    loss, _ = refresh_loss(z, mask, correct, weighting="answers")
+    assert loss.item() == pytest.approx((sp(-1.0) + sp(-1.0) + sp(-2.0) + sp(-3.0)) / 4, rel=1e-6)
+    loss.backward()
+    assert z.grad[0, 1].item() == pytest.approx(_sigmoid(-1.0) / 4, rel=1e-6)
+    assert z.grad[3, 0].item() == pytest.approx(-_sigmoid(-3.0) / 4, rel=1e-6)
+    classes, _ = refresh_loss(z.detach(), mask, correct)
+    assert classes.item() == pytest.approx(sp(-1.0) + (sp(-1.0) + sp(-2.0) + sp(-3.0)) / 3, rel=1e-6)
+    with pytest.raises(ValueError, match="weighting='steps': choose classes or answers"):
+        refresh_loss(z, mask, correct, weighting="steps")
+
+
+def test_the_pairwise_objective_and_its_gradients_by_hand():
+    """Group 0: right answers A (value min(1, 2) = 1) and B (value 0), wrong C (value 0.5); group 1: a wrong
+    answer alone (no pair). Pairs (A, C) and (B, C): loss = [softplus(0.5 - 1) + softplus(0.5 - 0)] / 2;
+    the gradient reaches only each answer's lowest step."""
+    from purerl.algo.prm_refresh import pairwise_refresh_loss
+
+    z = torch.tensor([[1.0, 2.0], [0.0, 3.0], [4.0, 0.5], [-1.0, 9.0]], requires_grad=True)
+    mask = torch.ones(4, 2, dtype=torch.bool)
+    loss, metrics = pairwise_refresh_loss(z, mask, torch.tensor([True, True, False, False]), torch.tensor([0, 0, 0, 1]))
+    sp = lambda x: math.log1p(math.exp(x))  # noqa: E731
+    assert loss.item() == pytest.approx((sp(-0.5) + sp(0.5)) / 2, rel=1e-6)
+    assert metrics["pairs"].item() == 2 and metrics["pair_accuracy"].item() == 0.5
+    loss.backward()
+    grad = torch.zeros(4, 2)
+    grad[0, 0], grad[1, 0] = -_sigmoid(-0.5) / 2, -_sigmoid(0.5) / 2
+    grad[2, 1] = (_sigmoid(-0.5) + _sigmoid(0.5)) / 2
+    assert_close(z.grad, grad, atol=1e-6, rtol=0)
+
+
 # ------------------------------------------------------------------------------ every trainable kind
 
 RIGHT = ["2+3=5.", "The answer is \\boxed{5}."]
@@ -132,6 +194,9 @@ def test_the_rule_prm_and_runs_without_labels_are_refused_in_one_line():
         ("algo.reward=vr", "refresh.enabled=true"): "there is no PRM to refresh",
         ("algo.reward=prm", "refresh.enabled=true"): "refresh.labels=vr learns from the prompts",
         ("refresh.labels=some",): "refresh.labels='some'",
+        ("refresh.objective=kl",): "refresh.objective='kl': choose mil or pairwise",
+        ("refresh.blame=first",): "refresh.blame='first': choose min or last",
+        ("refresh.weighting=steps",): "refresh.weighting='steps': choose classes or answers",
         ("refresh.lr=0",): "refresh.lr must be > 0",
         ("refresh.anchor=-1",): "refresh.anchor must be >= 0",
     }
@@ -218,7 +283,7 @@ def test_a_refreshed_run_resumes_and_rolls_back_to_the_same_metrics(tiny_cache, 
 
 
 def test_a_dataset_run_refreshes_a_prm_of_its_own_from_the_rows_with_an_answer(tiny_cache, prm_folder, tmp_path,
-                                                                               monkeypatch):  # fmt: skip
+                                                                               monkeypatch, caplog):  # fmt: skip
     """Dataset problems through purerl.data, a token-classification PRM from a folder (not the built-in one):
     only the row with a reward answer feeds the refresh (the ref_answer row grades for the metrics only),
     and final_prm/ loads as prm.path with weights that moved."""
@@ -233,7 +298,9 @@ def test_a_dataset_run_refreshes_a_prm_of_its_own_from_the_rows_with_an_answer(t
     out = tmp_path / "run"
     cfg = load_config(TINY, [*RUN, f"data.train.path={data}", f"data.heldout.path={data}", f"prm.path={prm_folder}",
                              "rollout.prompts_per_step=4", "refresh.batch_size=4", f"run.out_dir={out}"])  # fmt: skip
-    trainer = _train(cfg)
+    with caplog.at_level("WARNING", logger="purerl.training.refresh"):
+        trainer = _train(cfg)
+    assert "the online PRM refresh is experimental" in caplog.text  # docs/refresh.md: measured to do harm
     assert {b["prompt"] for b in trainer.refresher.buffer} == {"What is 1+1?"}
     assert trainer.refresher.updates > 0
     before, after = load_file(prm_folder / "model.safetensors"), load_file(out / "final_prm" / "model.safetensors")
@@ -244,3 +311,10 @@ def test_a_dataset_run_refreshes_a_prm_of_its_own_from_the_rows_with_an_answer(t
     reloaded = load_prm(PRMConfig(path=str(out / "final_prm")))
     assert reloaded.score(["What is 1+1?"], [["1+1=2.", "\\boxed{2}"]]) == trainer.prm.score(
         ["What is 1+1?"], [["1+1=2.", "\\boxed{2}"]])  # fmt: skip
+    meta = json.loads((out / "final_prm" / "purerl_prm.json").read_text())
+    assert meta == {"refreshed_from": str(prm_folder), "kind": "token_classification",
+                    "updates": trainer.refresher.updates, "separator": "\n"}  # fmt: skip
+    from purerl.prm.token_classification import TokenClassificationPRM
+
+    with pytest.raises(ValueError, match="records that this PRM reads its scores at '\\\\n'"):
+        TokenClassificationPRM.check_config(PRMConfig(path=str(out / "final_prm"), separator=";"), trainer.task)

@@ -273,12 +273,18 @@ def test_the_trained_prm_drives_purerl_train_by_config_alone(policy, steps_file,
     assert train_prm(policy, steps_file, out) == 0
     env = {**os.environ, "PURERL_CACHE": str(tiny_cache), "OMP_NUM_THREADS": "1"}
     done = subprocess.run([sys.executable, "-m", "purerl", "train", TINY, "prm.kind=token_classification",
-                           f"prm.path={out / 'final'}", "prm.separator=\n", "run.steps=1", "run.threads=1",
+                           f"prm.path={out / 'final'}", "run.steps=1", "run.threads=1",
                            f"run.out_dir={tmp_path / 'run'}"], capture_output=True, text=True, env=env, cwd=ROOT,
                           timeout=600)  # fmt: skip
     assert done.returncode == 0, done.stderr
     row = json.loads((tmp_path / "run" / "metrics.jsonl").read_text().splitlines()[-1])
     assert row["step"] == 1 and row["prm/step_mean"] is not None
+    # another separator than the one the PRM was trained to be read at (final/purerl_prm.json): refused
+    other = subprocess.run([sys.executable, "-m", "purerl", "train", TINY, f"prm.path={out / 'final'}",
+                            "prm.separator=;", f"run.out_dir={tmp_path / 'run2'}"], capture_output=True, text=True,
+                           env=env, cwd=ROOT, timeout=600)  # fmt: skip
+    assert other.returncode == 2 and len(other.stderr.strip().splitlines()) == 1, other.stderr
+    assert "records that this PRM reads its scores at '\\n' after each step" in other.stderr
 
 
 def test_the_trained_prm_ranks_responses_in_purerl_bon(policy, steps_file, tmp_path, capsys):

@@ -60,6 +60,14 @@ BAD = [
     (["run.steps=abc"], "run.steps: expected an integer, got 'abc'"),
     (["policy.lora_targets=[q_proj, true]"], r"policy.lora_targets\[1\]: expected a string, got True"),
     (["policy.lora_targets={a: 1}"], "policy.lora_targets: expected a list"),
+    # a newline typed in a shell (backslash + n), or passed as a bare override (read as nothing)
+    (["prm.separator=\\n"], r"prm.separator='\\\\n' is a backslash and a letter, not a newline"),
+    (["prm.separator=\n"], "prm.separator is empty"),
+    (["data.separator=\\n\\n"], r"data.separator='\\\\n\\\\n' is a backslash and a letter.*'\"\\n\\n\"'"),
+    (["run.monitor.window=0"], "run.monitor: calibration must be >= 2 and window >= 1"),
+    (["run.monitor.z=0"], "run.monitor.z must be > 0"),
+    (["refresh.labels=some"], "refresh.labels='some': choose vr"),
+    (["refresh.enabled=true", "prm.kind=rule"], "refresh.enabled=true with prm.kind=rule"),
 ]
 
 

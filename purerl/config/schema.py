@@ -234,6 +234,16 @@ class RefreshConfig:
     labels: str = "vr"
     """Whose grades it learns from: ``vr``, the prompts whose grade is a verifiable reward (the labels
     the paper's PRM+VR already uses); ``all``, every prompt with a gold answer."""
+    objective: str = "mil"
+    """``mil``: a wrong answer's lowest blamable step towards wrong, a right answer's steps towards right;
+    ``pairwise``: within a prompt's group, right answers' min-form values above wrong answers' (docs/refresh.md)."""
+    blame: str = "min"
+    """Which step of a wrong answer is pushed towards wrong (``mil``): ``min``, its lowest-scored blamable
+    step; ``last``, its final step (wrong for certain where a step's label means "the gold answer can
+    still be reached", as Math-Shepherd labels and label-steps make them)."""
+    weighting: str = "classes"
+    """How wrong and right answers weigh (``mil``): ``classes``, each kind's term the mean over its answers
+    (the two weigh the same whatever the accuracy); ``answers``, every answer the same."""
     lr: float = 5e-4
     """AdamW learning rate of the PRM's weights (the tiny built-in-task PRMs; a 7B PRM wants far less)."""
     updates: int = 4

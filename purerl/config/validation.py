@@ -19,6 +19,7 @@ import re
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from purerl.config.separators import check_separator
 from purerl.registry import KL_ESTIMATORS, PRMS, ROLLOUT_BACKENDS, TASKS, TRANSFORMS, load_plugins
 
 if TYPE_CHECKING:
@@ -49,6 +50,10 @@ def check(cfg: TrainConfig) -> None:
         task.check_config(cfg)
     except ValueError as err:
         raise ConfigError(str(err)) from None
+    try:
+        check_separator("data.separator", cfg.data.separator, "\n\n")
+    except ValueError as err:
+        raise ConfigError(str(err)) from None
     if cfg.algo.reward != "vr":
         check_prm(cfg.prm, task)
     _check_refresh(cfg)
@@ -62,6 +67,12 @@ def _check_refresh(cfg: TrainConfig) -> None:
     if r.labels not in ("vr", "all"):
         raise ConfigError(f"refresh.labels={r.labels!r}: choose vr (the prompts whose grade is a verifiable reward) "
                           "or all (every prompt with a gold answer)")  # fmt: skip
+    if r.objective not in ("mil", "pairwise"):
+        raise ConfigError(f"refresh.objective={r.objective!r}: choose mil or pairwise")
+    if r.blame not in ("min", "last"):
+        raise ConfigError(f"refresh.blame={r.blame!r}: choose min or last")
+    if r.weighting not in ("classes", "answers"):
+        raise ConfigError(f"refresh.weighting={r.weighting!r}: choose classes or answers")
     for key in ("lr", "updates", "batch_size", "buffer", "grad_clip"):
         if not getattr(r, key) > 0:
             raise ConfigError(f"refresh.{key} must be > 0, got {getattr(r, key)}")

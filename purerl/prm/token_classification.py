@@ -8,9 +8,12 @@ separately and concatenated, so a step never merges with its separator into one 
 from __future__ import annotations
 
 import functools
+import json
 import logging
 from collections.abc import Sequence
+from pathlib import Path
 
+from purerl.config.separators import check_separator
 from purerl.prm.batching import ModelPRM, bucketed_scores
 
 log = logging.getLogger(__name__)
@@ -77,8 +80,16 @@ class TokenClassificationPRM(ModelPRM):
 
     @classmethod
     def check_config(cls, spec, task) -> None:
+        check_separator("prm.separator", spec.separator, "\n")
         if not spec.path and getattr(task, "rule_checker", None) is None:  # a path, or the built-in PRM
             _warn_builtin_prm()
+        recorded = _recorded_separator(spec.path)
+        if recorded is not None and recorded != spec.separator:
+            raise ValueError(
+                f"prm.separator={spec.separator!r}, but {spec.path}/purerl_prm.json records that this PRM reads "
+                f"its scores at {recorded!r} after each step (train-prm's separator); scores read elsewhere are "
+                f"not the ones it learned: set prm.separator to {recorded!r}"
+            )
 
     def inputs(self, prompts: Sequence[str], steps: Sequence[Sequence[str]]) -> list[tuple[list[int], list]]:
         """``(ids, marker positions)`` of each response, cut at the length limit."""
@@ -93,6 +104,18 @@ class TokenClassificationPRM(ModelPRM):
     def log_odds(logits):
         """(b, t) log-odds that the step ending at each position is correct: logit(1) - logit(0)."""
         return logits[..., 1] - logits[..., 0]
+
+
+def _recorded_separator(path: str | None) -> str | None:
+    """The separator a ``purerl train-prm`` folder records in its ``purerl_prm.json`` (None: none recorded)."""
+    if not path:
+        return None
+    meta = Path(path) / "purerl_prm.json"
+    try:
+        value = json.loads(meta.read_text(encoding="utf-8")).get("separator")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return value if isinstance(value, str) else None
 
 
 def _p1_minus_p0(logits):

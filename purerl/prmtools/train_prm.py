@@ -17,6 +17,7 @@ import json
 import logging
 import math
 import random
+import shlex
 import time
 from contextlib import nullcontext
 from pathlib import Path
@@ -354,6 +355,6 @@ def run_train_prm(config: str | None, overrides: list[str], resume: bool = False
     lines += [f"  {k}: {v:.4f}" for k, v in result.items() if k.startswith("eval/") and k != "eval/steps"]
     if result["skipped"]:
         lines.append(f"  skipped rows: {result['skipped']}")
-    lines.append(f"use it: purerl train prm.kind=token_classification prm.path={result['final']} "
-                 f"prm.separator={json.dumps(cfg.separator)}")  # fmt: skip
+    separator = "" if cfg.separator == "\n" else " prm.separator=" + shlex.quote(json.dumps(cfg.separator))
+    lines.append(f"use it: purerl train prm.kind=token_classification prm.path={result['final']}{separator}")
     return "\n".join(lines)

@@ -17,13 +17,15 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import json
 import logging
 import random
 import time
+from pathlib import Path
 
 import torch
 
-from purerl.algo.prm_refresh import blamable_steps, refresh_loss
+from purerl.algo.prm_refresh import blamable_steps, pairwise_refresh_loss, refresh_loss
 
 log = logging.getLogger(__name__)
 
@@ -84,7 +86,7 @@ class PRMRefresher:
         start, sums = time.perf_counter(), {}
         self.prm.model.train()
         for _ in range(self.cfg.updates):
-            for key, value in self._step(self.rng.sample(self.buffer, self.cfg.batch_size)).items():
+            for key, value in self._step(self._draw()).items():
                 sums[key] = sums.get(key, 0.0) + value
         self.prm.model.eval()
         self.updates += self.cfg.updates
@@ -93,9 +95,29 @@ class PRMRefresher:
                     "refresh/seconds": time.perf_counter() - start})  # fmt: skip
         return out
 
+    def _draw(self) -> list[dict]:
+        """A minibatch of ``batch_size`` answers: drawn one by one, or (``pairwise``) whole prompt groups
+        until the batch is full, so that right and wrong answers to one prompt meet."""
+        if getattr(self.cfg, "objective", "mil") != "pairwise":
+            return self.rng.sample(self.buffer, self.cfg.batch_size)
+        groups: dict[str, list[dict]] = {}
+        for item in self.buffer:
+            groups.setdefault(item["prompt"], []).append(item)
+        batch = []
+        for prompt in self.rng.sample(sorted(groups), len(groups)):
+            batch += groups[prompt]
+            if len(batch) >= self.cfg.batch_size:
+                break
+        return batch[: max(self.cfg.batch_size, len(groups[prompt]))]
+
     def _step(self, batch: list[dict]) -> dict[str, float]:
         log_odds, mask = self.prm.step_log_odds([b["prompt"] for b in batch], [b["steps"] for b in batch])
         correct = torch.tensor([b["correct"] for b in batch], device=log_odds.device)
+        if getattr(self.cfg, "objective", "mil") == "pairwise":
+            index = {p: i for i, p in enumerate(dict.fromkeys(b["prompt"] for b in batch))}
+            groups = torch.tensor([index[b["prompt"]] for b in batch], device=log_odds.device)
+            loss, metrics = pairwise_refresh_loss(log_odds, mask, correct, groups)
+            return self._apply(loss, correct, metrics)
         blame, earlier = torch.zeros_like(mask), torch.zeros_like(log_odds)
         for i, b in enumerate(batch):
             blame[i, : len(b["blame"])] = torch.tensor(b["blame"], dtype=torch.bool)
@@ -103,7 +125,11 @@ class PRMRefresher:
                 earlier[i, : len(b["anchor"])] = torch.tensor(b["anchor"], dtype=earlier.dtype)
         anchored = self.cfg.anchor > 0
         loss, metrics = refresh_loss(log_odds, mask, correct, self.cfg.positive_weight, blame,
-                                     earlier if anchored else None, self.cfg.anchor, self.cfg.smoothing)  # fmt: skip
+                                     earlier if anchored else None, self.cfg.anchor, self.cfg.smoothing,
+                                     self.cfg.blame, self.cfg.weighting)  # fmt: skip
+        return self._apply(loss, correct, metrics)
+
+    def _apply(self, loss: torch.Tensor, correct: torch.Tensor, metrics: dict) -> dict[str, float]:
         if not torch.isfinite(loss):
             raise ValueError(f"the PRM refresh's loss is not finite ({loss.item()})")
         loss.backward()
@@ -130,6 +156,20 @@ class PRMRefresher:
         self.rng.setstate(state["rng"])
         self.updates = int(state["updates"])
 
+    def save(self, folder: Path, spec) -> Path:
+        """The refreshed PRM as a ``from_pretrained`` folder (``<run>/final_prm``) with a ``purerl_prm.json``
+        (``spec``: the run's ``prm`` config) that records where it came from and, for a token-classification
+        PRM, the separator it reads its scores at (loading it with another ``prm.separator`` is refused, as
+        for a ``train-prm`` folder)."""
+        from purerl.training.checkpoint import save_final
+
+        folder = save_final(Path(folder), self.merged_model(), self.prm.tokenizer)
+        meta = {"refreshed_from": spec.path or "the built-in PRM", "kind": spec.kind, "updates": self.updates}
+        if isinstance(getattr(self.prm, "separator", None), str):
+            meta["separator"] = self.prm.separator
+        (folder / "purerl_prm.json").write_text(json.dumps(meta, indent=1) + "\n", encoding="utf-8")
+        return folder
+
     def merged_model(self):
         """The PRM's model to save: LoRA merged into a copy, else the model itself."""
         if self.cfg.lora_rank > 0:
@@ -152,4 +192,6 @@ def build_refresher(cfg, prm):
     """The refresher of a config (None when ``refresh.enabled`` is off or the run has no PRM)."""
     if not cfg.refresh.enabled or prm is None:
         return None
+    log.warning("refresh.enabled=true: the online PRM refresh is experimental; on every PRM measured it made the "
+                "run worse or left it hacked (docs/refresh.md); keep the default guards on")  # fmt: skip
     return PRMRefresher(cfg.refresh, prm, cfg.run.seed)

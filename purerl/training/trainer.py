@@ -133,7 +133,7 @@ class Trainer(RunState):
                 self.logger.close()
         ckpt.save_final(self.out / "final", self.policy, self.tokenizer)
         if self.refresher is not None:  # the refreshed PRM, loadable as prm.path
-            ckpt.save_final(self.out / "final_prm", self.refresher.merged_model(), self.prm.tokenizer)
+            self.refresher.save(self.out / "final_prm", self.cfg.prm)
         return self.history
 
     def _loop(self, signals: StopSignals) -> None:
