@@ -182,6 +182,39 @@ def probe_table(prms=("exact", "labels", "builtin"), arms=("refresh_vr10", "last
     return "\n".join(lines)
 
 
+PILOTS = ROOT / "benchmarks" / "results" / "refresh_pilots"
+SETTINGS = ("labels", "blame", "weighting", "gate", "objective", "anchor", "smoothing", "buffer", "lr")
+
+
+def pilot_table(folder: Path = PILOTS) -> str:
+    """The single-seed pilots (their settings as recorded in each stream's first row, the ones that differ
+    from the defaults): held-out greedy at step 40 and at the end, and the fall step."""
+    from purerl.config.schema import RefreshConfig
+
+    default = RefreshConfig()
+    cols = ["pilot", "PRM (separator)", "steps", "settings apart from the defaults", "greedy at 40", "at the end",
+            "falls at"]  # fmt: skip
+    lines = ["| " + " | ".join(cols) + " |", "|" + " --- |" * len(cols)]
+    for path in sorted(folder.glob("*.jsonl")):
+        head = json.loads(path.read_text().splitlines()[0])["run"]
+        conf, stream = head["config"], summary(rows(path))
+        odd = [f"{k}={conf[f'refresh.{k}']}" for k in SETTINGS
+               if conf.get(f"refresh.{k}") is not None and conf[f"refresh.{k}"] != getattr(default, k)]  # fmt: skip
+        prm = Path(conf["prm.path"]).parent.name if conf.get("prm.path") else "built-in"
+        at40 = next((g for step, g, _ in stream["curve"] if step == 40), None)
+        cells = [
+            head["name"],
+            f"{prm} ({conf['prm.separator']!r})",
+            str(conf["run.steps"]),
+            ", ".join(odd) or "-",
+            f"{at40:.3f}" if at40 is not None else "-",
+            f"{stream['greedy']:.3f}",
+            str(stream["fall"] or "never"),
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 DEFAULTS = ROOT / "benchmarks" / "results" / "hacking"
 """Where the shipped built-in PRM's recorded default runs (frozen, seeds 0-2) are, beside which the
 built-in PRM's refresh runs are read."""
@@ -208,7 +241,7 @@ def main() -> None:
     ap.add_argument("--out", help="also write the table here")
     args = ap.parse_args()
     results = collect(Path(args.dir))
-    text = table(results) + "\n\n" + "\n".join(goal(results)) + "\n\n" + probe_table()
+    text = table(results) + "\n\n" + "\n".join(goal(results)) + "\n\n" + probe_table() + "\n\n" + pilot_table()
     print(text)
     if args.out:
         Path(args.out).write_text(text + "\n")

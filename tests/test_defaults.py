@@ -170,6 +170,7 @@ DEFAULTS: dict[type, dict[str, Any]] = {
         "objective": "mil",
         "blame": "min",
         "weighting": "classes",
+        "gate": "none",
         "lr": 5e-4,
         "updates": 4,
         "batch_size": 32,

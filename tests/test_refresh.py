@@ -186,6 +186,66 @@ def test_every_trainable_kind_learns_from_grades(request, kind, fixture, lora):
         assert_close(torch.tensor(plain.score(prompts[:2], steps[:2])), torch.tensor(after), atol=1e-5, rtol=0)
 
 
+def test_the_gate_goes_back_from_an_update_that_ranks_worse_and_keeps_one_that_ranks_better(prm_folder):
+    """refresh.gate: an update learned from inverted grades ranks the next, correctly graded answers worse
+    than the PRM before it, so the gate restores that PRM (weights and optimizer state); an update learned
+    from the true grades ranks them at least as well and is kept."""
+    from purerl.algo.prm_refresh import ordered_pairs
+    from purerl.config import PRMConfig
+    from purerl.config.schema import RefreshConfig
+    from purerl.prm.loading import load_prm
+    from purerl.training.refresh import PRMRefresher
+
+    prm = load_prm(PRMConfig(path=str(prm_folder)))
+    prompts, steps, correct = _graded()
+    refresher = PRMRefresher(RefreshConfig(enabled=True, gate="kept", lr=1e-2, updates=10, batch_size=8), prm, seed=0)
+    weights = lambda model: {n: p.detach().clone() for n, p in model.named_parameters()}  # noqa: E731
+    start, opt = weights(prm.model), copy.deepcopy(refresher.optimizer.state_dict())
+    refresher.observe(prompts, steps, [not c for c in correct], [True] * 16)  # nothing trained yet: kept
+    refresher.update()  # learns the inverted grades
+    items = [{"prompt": p, "steps": s} for p, s in zip(prompts, steps)]
+    assert ordered_pairs(refresher._values(items, prm.model), correct, prompts)[1] < ordered_pairs(
+        refresher._values(items, refresher.kept), correct, prompts)[1]  # fmt: skip
+    refresher.observe(prompts, steps, correct, [True] * 16)
+    assert refresher.rejected == 1 and refresher.gate_metrics["refresh/gate_now"] < 0.5
+    assert all(torch.equal(v, start[k]) for k, v in weights(prm.model).items())  # back to the kept PRM
+    assert refresher.optimizer.state_dict()["state"] == opt["state"]
+    refresher.buffer = refresher.buffer[-16:]  # the true grades only
+    refresher.update()
+    refresher.observe(prompts, steps, correct, [True] * 16)
+    assert refresher.rejected == 1  # ranks as well or better: kept
+    assert all(torch.equal(v, dict(refresher.kept.named_parameters())[k]) for k, v in weights(prm.model).items())
+    assert not all(torch.equal(v, start[k]) for k, v in weights(prm.model).items())
+
+
+def test_the_start_gate_goes_back_to_the_starting_prm_when_it_ranks_best(prm_folder):
+    """refresh.gate=start: when the kept PRM has drifted as badly as the current one (here an update from
+    inverted grades, copied into the kept PRM as if a noisy step had let it through), the PRM the run started
+    with orders the new answers best, and both the current and the kept PRM go back to it, with a fresh
+    optimizer."""
+    from purerl.config import PRMConfig
+    from purerl.config.schema import RefreshConfig
+    from purerl.prm.loading import load_prm
+    from purerl.training.refresh import PRMRefresher
+
+    prm = load_prm(PRMConfig(path=str(prm_folder)))
+    prompts, steps, correct = _graded()
+    refresher = PRMRefresher(RefreshConfig(enabled=True, gate="start", lr=1e-2, updates=10, batch_size=8), prm, 0)
+    start = {n: p.detach().clone() for n, p in prm.model.named_parameters()}
+    refresher.observe(prompts, steps, [not c for c in correct], [True] * 16)
+    refresher.update()
+    with torch.no_grad():
+        kept = dict(refresher.kept.named_parameters())
+        for name, param in prm.model.named_parameters():
+            kept[name].copy_(param)
+    refresher.observe(prompts, steps, correct, [True] * 16)
+    m = refresher.gate_metrics
+    assert m["refresh/gate_start"] > m["refresh/gate_now"] and m["refresh/gate_start"] > m["refresh/gate_kept"]
+    assert refresher.rejected == 1 and refresher.optimizer.state_dict()["state"] == {}
+    for model in (prm.model, refresher.kept):
+        assert all(torch.equal(p, start[n]) for n, p in model.named_parameters())
+
+
 def test_the_rule_prm_and_runs_without_labels_are_refused_in_one_line():
     from purerl.config import ConfigError, load_config
 
@@ -197,6 +257,7 @@ def test_the_rule_prm_and_runs_without_labels_are_refused_in_one_line():
         ("refresh.objective=kl",): "refresh.objective='kl': choose mil or pairwise",
         ("refresh.blame=first",): "refresh.blame='first': choose min or last",
         ("refresh.weighting=steps",): "refresh.weighting='steps': choose classes or answers",
+        ("refresh.gate=maybe",): "refresh.gate='maybe': choose none, kept or start",
         ("refresh.lr=0",): "refresh.lr must be > 0",
         ("refresh.anchor=-1",): "refresh.anchor must be >= 0",
     }
@@ -254,24 +315,27 @@ class Rolled:
         return Injected(cfg)
 
 
-def test_a_refreshed_run_resumes_and_rolls_back_to_the_same_metrics(tiny_cache, tmp_path, monkeypatch):
-    """The refreshed PRM, its optimizer, buffer and sampling RNG are in every checkpoint: a run stopped after
-    step 2 and resumed, and a run rolled back from step 3 to step 2 (at the same learning rate), end with
-    the metrics and the refreshed PRM of the uninterrupted run."""
+@pytest.mark.parametrize("gate", ["none", "start"], ids=["plain", "gate"])
+def test_a_refreshed_run_resumes_and_rolls_back_to_the_same_metrics(tiny_cache, tmp_path, monkeypatch, gate):
+    """The refreshed PRM, its optimizer, buffer and sampling RNG (and with refresh.gate the PRM last kept)
+    are in every checkpoint: a run stopped after step 2 and resumed, and a run rolled back from step 3 to
+    step 2 (at the same learning rate), end with the metrics and the refreshed PRM of the uninterrupted run."""
     from purerl.config import load_config
 
+    run = [*RUN, f"refresh.gate={gate}"]
+
     monkeypatch.setenv("PURERL_CACHE", str(tiny_cache))
-    straight = _train(load_config(TINY, [*RUN, f"run.out_dir={tmp_path / 'a'}"]))
+    straight = _train(load_config(TINY, [*run, f"run.out_dir={tmp_path / 'a'}"]))
     rows = _rows(tmp_path / "a")
     assert straight.refresher.updates == 2 * sum(1 for r in rows if r.get("refresh/updates"))
     assert any(r.get("refresh/loss") for r in rows) and (tmp_path / "a" / "final_prm" / "config.json").exists()
-    _train(load_config(TINY, [*RUN, "run.steps=2", f"run.out_dir={tmp_path / 'b'}"]))
-    _train(load_config(TINY, [*RUN, f"run.out_dir={tmp_path / 'b'}"]), resume=True)
+    _train(load_config(TINY, [*run, "run.steps=2", f"run.out_dir={tmp_path / 'b'}"]))
+    _train(load_config(TINY, [*run, f"run.out_dir={tmp_path / 'b'}"]), resume=True)
     assert _rows(tmp_path / "b") == rows
     same = _prm_weights(tmp_path / "a")
     assert all(torch.equal(v, same[k]) for k, v in _prm_weights(tmp_path / "b").items())
-    rolled = [*RUN, "run.guards.zero_steps=rollback", "run.guards.rollback_lr_factor=1.0"]
-    guarded = [*RUN, "run.guards.zero_steps=rollback"]  # the same cadence of checkpoints, never triggered
+    rolled = [*run, "run.guards.zero_steps=rollback", "run.guards.rollback_lr_factor=1.0"]
+    guarded = [*run, "run.guards.zero_steps=rollback"]  # the same cadence of checkpoints, never triggered
     _train(load_config(TINY, [*guarded, f"run.out_dir={tmp_path / 'c'}"]))
     trainer = Rolled.trainer(load_config(TINY, [*rolled, f"run.out_dir={tmp_path / 'd'}"]))
     trainer.train()

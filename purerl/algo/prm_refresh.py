@@ -169,3 +169,27 @@ def pairwise_refresh_loss(
     gaps = (value[None, :] - value[:, None])[pairs]  # v_wrong - v_right
     return F.softplus(gaps).mean(), {"pairs": pairs.sum().float().detach(),
                                      "pair_accuracy": (gaps < 0).float().mean().detach()}  # fmt: skip
+
+
+def ordered_pairs(values: list[float], correct: list[bool], prompts: list[str]) -> tuple[int, float]:
+    """How well min-form values rank answers within each prompt: ``(pairs, ordered)``, the (right, wrong)
+    pairs of answers to the same prompt and how many of them the values put right above wrong (a tie
+    counts one half). The refresh's gate compares two PRMs by ``ordered`` on answers neither trained on.
+
+    >>> ordered_pairs([0.9, 0.1, 0.5, 0.5, 0.2], [True, False, True, False, False], ["q", "q", "r", "r", "s"])
+    (2, 1.5)
+    """
+    pairs, ordered = 0, 0.0
+    groups: dict[str, list[tuple[float, bool]]] = {}
+    for v, ok, p in zip(values, correct, prompts):
+        groups.setdefault(p, []).append((v, ok))
+    for rows in groups.values():
+        for v_right, ok in rows:
+            if not ok:
+                continue
+            for v_wrong, bad in rows:
+                if bad:
+                    continue
+                pairs += 1
+                ordered += 1.0 if v_right > v_wrong else 0.5 if v_right == v_wrong else 0.0
+    return pairs, ordered

@@ -244,6 +244,11 @@ class RefreshConfig:
     weighting: str = "classes"
     """How wrong and right answers weigh (``mil``): ``classes``, each kind's term the mean over its answers
     (the two weigh the same whatever the accuracy); ``answers``, every answer the same."""
+    gate: str = "none"
+    """``kept``: keep an update only if it ranks the next step's graded answers (not yet trained on) at least
+    as well as the PRM last kept, by the (right, wrong) pairs to one prompt whose min-form values are in
+    order, else go back to that PRM (weights and optimizer); ``start``: as well as the PRM last kept and the
+    one the run started with, else go back to the better of the two; ``none``: keep every update."""
     lr: float = 5e-4
     """AdamW learning rate of the PRM's weights (the tiny built-in-task PRMs; a 7B PRM wants far less)."""
     updates: int = 4

@@ -73,6 +73,8 @@ def _check_refresh(cfg: TrainConfig) -> None:
         raise ConfigError(f"refresh.blame={r.blame!r}: choose min or last")
     if r.weighting not in ("classes", "answers"):
         raise ConfigError(f"refresh.weighting={r.weighting!r}: choose classes or answers")
+    if r.gate not in ("none", "kept", "start"):
+        raise ConfigError(f"refresh.gate={r.gate!r}: choose none, kept or start")
     for key in ("lr", "updates", "batch_size", "buffer", "grad_clip"):
         if not getattr(r, key) > 0:
             raise ConfigError(f"refresh.{key} must be > 0, got {getattr(r, key)}")

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import torch
 
-from purerl.algo.prm_refresh import blamable_steps, pairwise_refresh_loss, refresh_loss
+from purerl.algo.prm_refresh import blamable_steps, ordered_pairs, pairwise_refresh_loss, refresh_loss
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +48,15 @@ class PRMRefresher:
         self.buffer: list[dict] = []
         self.rng = random.Random(f"refresh-{seed}")
         self.updates = 0
+        # refresh.gate: the PRM last kept (weights and optimizer), which an update must not rank worse than,
+        # and with gate=start the PRM the run started with as well
+        gated = cfg.gate != "none"
+        self.kept = copy.deepcopy(prm.model).eval() if gated else None
+        self.kept_optimizer = copy.deepcopy(self.optimizer.state_dict()) if gated else None
+        self.start = copy.deepcopy(prm.model).eval() if cfg.gate == "start" else None
+        self.start_optimizer = copy.deepcopy(self.optimizer.state_dict()) if cfg.gate == "start" else None
+        self.gate_metrics: dict[str, float] = {}
+        self.rejected = 0
 
     def observe(self, prompts: list[str], steps: list[list[str]], correct: list, learn: list[bool]) -> int:
         """Add the answers ``learn`` picks (their grade: True right, anything else wrong) to the buffer;
@@ -59,9 +68,54 @@ class PRMRefresher:
         if new and self.cfg.anchor > 0:
             for item, z in zip(new, self._earlier_log_odds(new)):
                 item["anchor"] = z
+        if new and self.kept is not None:
+            self._gate(new)
         self.buffer.extend(new)
         del self.buffer[: max(0, len(self.buffer) - self.cfg.buffer)]
         return len(new)
+
+    @torch.no_grad()
+    def _gate(self, items: list[dict]) -> None:
+        """``refresh.gate``: on answers no PRM has trained on yet, keep the current PRM if its min-form values
+        order the (right, wrong) pairs to one prompt at least as well as the kept PRM's (and, with ``start``,
+        the starting PRM's), else go back to the better of those; no pair, no decision."""
+        prompts, correct = [i["prompt"] for i in items], [i["correct"] for i in items]
+        now = ordered_pairs(self._values(items, self.prm.model), correct, prompts)
+        self.gate_metrics = {"refresh/gate_pairs": float(now[0])}
+        if now[0] == 0:
+            return
+        refs = [(ordered_pairs(self._values(items, self.kept), correct, prompts)[1], self.kept, self.kept_optimizer)]
+        if self.start is not None:
+            refs.append((ordered_pairs(self._values(items, self.start), correct, prompts)[1], self.start,
+                         self.start_optimizer))  # fmt: skip
+        self.gate_metrics.update({"refresh/gate_now": now[1] / now[0], "refresh/gate_kept": refs[0][0] / now[0]})
+        if self.start is not None:
+            self.gate_metrics["refresh/gate_start"] = refs[1][0] / now[0]
+        best, model, optimizer = max(refs, key=lambda r: r[0])  # the kept PRM on a tie
+        current, kept = dict(self.prm.model.named_parameters()), dict(self.kept.named_parameters())
+        if now[1] < best:  # worse: back to the better reference, which becomes the kept PRM
+            source = dict(model.named_parameters())
+            for name in self.names:
+                current[name].copy_(source[name])
+                kept[name].copy_(source[name])
+            self.optimizer.load_state_dict(copy.deepcopy(optimizer))
+            self.kept_optimizer = copy.deepcopy(optimizer)
+            self.rejected += 1
+        else:
+            for name in self.names:
+                kept[name].copy_(current[name])
+            self.kept_optimizer = copy.deepcopy(self.optimizer.state_dict())
+        self.gate_metrics["refresh/rejected"] = float(self.rejected)
+
+    def _values(self, items: list[dict], model) -> list[float]:
+        """Each answer's min-form value (its lowest step log-odds) under ``model``."""
+        live = self.prm.model
+        try:
+            self.prm.model = model
+            z, mask = self.prm.step_log_odds([i["prompt"] for i in items], [i["steps"] for i in items])
+        finally:
+            self.prm.model = live
+        return z.masked_fill(~mask.bool(), float("inf")).min(-1).values.tolist()
 
     @torch.no_grad()
     def _earlier_log_odds(self, items: list[dict]) -> list[list[float]]:
@@ -92,7 +146,7 @@ class PRMRefresher:
         self.updates += self.cfg.updates
         out = {f"refresh/{k}": v / self.cfg.updates for k, v in sums.items()}
         out.update({"refresh/buffer": float(len(self.buffer)), "refresh/updates": float(self.updates),
-                    "refresh/seconds": time.perf_counter() - start})  # fmt: skip
+                    "refresh/seconds": time.perf_counter() - start, **self.gate_metrics})  # fmt: skip
         return out
 
     def _draw(self) -> list[dict]:
@@ -142,8 +196,13 @@ class PRMRefresher:
     def state_dict(self) -> dict:
         """Plain data and tensors (a checkpoint loads it with ``weights_only=True``)."""
         weights = dict(zip(self.names, (p.detach().clone() for p in self.params)))
-        return {"weights": weights, "optimizer": self.optimizer.state_dict(), "buffer": [dict(b) for b in self.buffer],
-                "rng": self.rng.getstate(), "updates": self.updates}  # fmt: skip
+        state = {"weights": weights, "optimizer": self.optimizer.state_dict(), "buffer": [dict(b) for b in self.buffer],
+                 "rng": self.rng.getstate(), "updates": self.updates}  # fmt: skip
+        if self.kept is not None:
+            kept = dict(self.kept.named_parameters())
+            state["gate"] = {"weights": {n: kept[n].detach().clone() for n in self.names},
+                             "optimizer": self.kept_optimizer, "rejected": self.rejected}  # fmt: skip
+        return state
 
     def load_state_dict(self, state: dict) -> None:
         if set(state["weights"]) != set(self.names):
@@ -155,6 +214,15 @@ class PRMRefresher:
         self.buffer = [dict(b) for b in state["buffer"]]
         self.rng.setstate(state["rng"])
         self.updates = int(state["updates"])
+        if self.kept is not None:
+            if "gate" not in state:
+                raise ValueError("refresh.gate=true, but the checkpoint's refresh state was saved without the gate")
+            kept = dict(self.kept.named_parameters())
+            with torch.no_grad():
+                for name in self.names:
+                    kept[name].copy_(state["gate"]["weights"][name])
+            self.kept_optimizer = copy.deepcopy(state["gate"]["optimizer"])
+            self.rejected = int(state["gate"]["rejected"])
 
     def save(self, folder: Path, spec) -> Path:
         """The refreshed PRM as a ``from_pretrained`` folder (``<run>/final_prm``) with a ``purerl_prm.json``
