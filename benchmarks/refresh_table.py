@@ -220,17 +220,21 @@ DEFAULTS = ROOT / "benchmarks" / "results" / "hacking"
 built-in PRM's refresh runs are read."""
 
 
+def read(path: Path) -> dict:
+    """One kept stream's :func:`summary` and where the default guards would have acted."""
+    return summary(rows(path)) | {"guard": guard_stop(path)}
+
+
 def collect(folder: Path) -> dict[str, dict[str, list[dict]]]:
     results: dict[str, dict[str, list[dict]]] = {}
     if any(folder.glob("builtin_*.jsonl")):
         for path in sorted(DEFAULTS.glob("default_seed*.jsonl")):
-            frozen = results.setdefault("builtin", {}).setdefault("frozen_vr10", [])
-            frozen.append(summary(rows(path)) | {"guard": guard_stop(path)})
+            results.setdefault("builtin", {}).setdefault("frozen_vr10", []).append(read(path))
     for path in sorted(folder.glob("*.jsonl")):
         name = path.stem
         prm, rest = name.split("_", 1)
         arm = rest.rsplit("_seed", 1)[0]
-        results.setdefault(prm, {}).setdefault(arm, []).append(summary(rows(path)) | {"guard": guard_stop(path)})
+        results.setdefault(prm, {}).setdefault(arm, []).append(read(path))
     return results
 
 

@@ -218,6 +218,33 @@ def test_the_gate_goes_back_from_an_update_that_ranks_worse_and_keeps_one_that_r
     assert not all(torch.equal(v, start[k]) for k, v in weights(prm.model).items())
 
 
+@pytest.mark.parametrize("lora", [0, 4], ids=["frozen-copy", "lora-base"])
+def test_the_anchor_targets_are_the_prm_as_it_was(prm_folder, lora):
+    """refresh.anchor: the targets stored with each answer are the starting PRM's step log-odds (a frozen copy,
+    or under LoRA the base with its adapters off), also after the refresh has moved the PRM."""
+    from purerl.config import PRMConfig
+    from purerl.config.schema import RefreshConfig
+    from purerl.prm.loading import load_prm
+    from purerl.training.refresh import PRMRefresher
+
+    prm = load_prm(PRMConfig(path=str(prm_folder)))
+    prompts, steps, correct = _graded()
+    with torch.no_grad():
+        z, mask = prm.step_log_odds(prompts[:2], steps[:2])
+    start = [row[m].tolist() for row, m in zip(z, mask)]
+    cfg = RefreshConfig(enabled=True, anchor=1.0, lr=1e-2, updates=5, batch_size=8, lora_rank=lora)
+    refresher = PRMRefresher(cfg, prm, seed=0)
+    refresher.observe(prompts, steps, correct, [True] * 16)
+    refresher.update()
+    with torch.no_grad():
+        z, mask = prm.step_log_odds(prompts[:2], steps[:2])
+    moved = [row[m].tolist() for row, m in zip(z, mask)]
+    assert max(abs(a - b) for r, e in zip(moved, start) for a, b in zip(r, e)) > 1e-3  # the PRM moved
+    refresher.observe(prompts[:2], steps[:2], correct[:2], [True, True])
+    for item, expected in zip(refresher.buffer[-2:], start):
+        assert item["anchor"] == pytest.approx(expected, abs=1e-5)
+
+
 def test_the_start_gate_goes_back_to_the_starting_prm_when_it_ranks_best(prm_folder):
     """refresh.gate=start: when the kept PRM has drifted as badly as the current one (here an update from
     inverted grades, copied into the kept PRM as if a noisy step had let it through), the PRM the run started

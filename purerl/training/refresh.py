@@ -53,7 +53,9 @@ class PRMRefresher:
         gated = cfg.gate != "none"
         self.kept = copy.deepcopy(prm.model).eval() if gated else None
         self.kept_optimizer = copy.deepcopy(self.optimizer.state_dict()) if gated else None
-        self.start = copy.deepcopy(prm.model).eval() if cfg.gate == "start" else None
+        self.start = None  # the PRM the run started with: the anchor's frozen copy where there is one
+        if cfg.gate == "start":
+            self.start = self.frozen if self.frozen is not None else copy.deepcopy(prm.model).eval()
         self.start_optimizer = copy.deepcopy(self.optimizer.state_dict()) if cfg.gate == "start" else None
         self.gate_metrics: dict[str, float] = {}
         self.rejected = 0
@@ -107,30 +109,30 @@ class PRMRefresher:
             self.kept_optimizer = copy.deepcopy(self.optimizer.state_dict())
         self.gate_metrics["refresh/rejected"] = float(self.rejected)
 
-    def _values(self, items: list[dict], model) -> list[float]:
-        """Each answer's min-form value (its lowest step log-odds) under ``model``."""
+    def _log_odds_under(self, items: list[dict], model, context=None):
+        """``(log_odds, step_mask)`` of ``items`` scored by the PRM with ``model`` in place of its own (inside
+        ``context``, e.g. LoRA adapters off)."""
         live = self.prm.model
         try:
             self.prm.model = model
-            z, mask = self.prm.step_log_odds([i["prompt"] for i in items], [i["steps"] for i in items])
+            with context or contextlib.nullcontext():
+                return self.prm.step_log_odds([i["prompt"] for i in items], [i["steps"] for i in items])
         finally:
             self.prm.model = live
+
+    def _values(self, items: list[dict], model) -> list[float]:
+        """Each answer's min-form value (its lowest step log-odds) under ``model``."""
+        z, mask = self._log_odds_under(items, model)
         return z.masked_fill(~mask.bool(), float("inf")).min(-1).values.tolist()
 
     @torch.no_grad()
     def _earlier_log_odds(self, items: list[dict]) -> list[list[float]]:
-        """Each step's log-odds under the PRM as it was before the refresh (the anchor's targets)."""
-        model = self.prm.model
-        try:
-            if self.frozen is not None:
-                self.prm.model = self.frozen
-                context = contextlib.nullcontext()
-            else:
-                context = model.disable_adapter()
-            with context:
-                z, mask = self.prm.step_log_odds([i["prompt"] for i in items], [i["steps"] for i in items])
-        finally:
-            self.prm.model = model
+        """Each step's log-odds under the PRM as it was before the refresh (the anchor's targets): its frozen
+        copy, or under LoRA the base with the adapters off."""
+        if self.frozen is not None:
+            z, mask = self._log_odds_under(items, self.frozen)
+        else:
+            z, mask = self._log_odds_under(items, self.prm.model, self.prm.model.disable_adapter())
         return [row[m].tolist() for row, m in zip(z, mask)]
 
     def update(self) -> dict[str, float]:
@@ -152,7 +154,7 @@ class PRMRefresher:
     def _draw(self) -> list[dict]:
         """A minibatch of ``batch_size`` answers: drawn one by one, or (``pairwise``) whole prompt groups
         until the batch is full, so that right and wrong answers to one prompt meet."""
-        if getattr(self.cfg, "objective", "mil") != "pairwise":
+        if self.cfg.objective != "pairwise":
             return self.rng.sample(self.buffer, self.cfg.batch_size)
         groups: dict[str, list[dict]] = {}
         for item in self.buffer:
@@ -167,7 +169,7 @@ class PRMRefresher:
     def _step(self, batch: list[dict]) -> dict[str, float]:
         log_odds, mask = self.prm.step_log_odds([b["prompt"] for b in batch], [b["steps"] for b in batch])
         correct = torch.tensor([b["correct"] for b in batch], device=log_odds.device)
-        if getattr(self.cfg, "objective", "mil") == "pairwise":
+        if self.cfg.objective == "pairwise":
             index = {p: i for i, p in enumerate(dict.fromkeys(b["prompt"] for b in batch))}
             groups = torch.tensor([index[b["prompt"]] for b in batch], device=log_odds.device)
             loss, metrics = pairwise_refresh_loss(log_odds, mask, correct, groups)
